@@ -1,0 +1,3 @@
+"""genode: generative ODEs in JAX."""
+
+__version__ = "0.1.0"
