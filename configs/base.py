@@ -1,0 +1,146 @@
+"""The base config every experiment derives from, and the shared family builders.
+
+Fields (every experiment has all of them):
+
+  seed                 data order, initialization and training noise (pure functions of it)
+  parallel             "shard_map" | "pmap" | "single"
+  formulation          name + that formulation's parameters (genode.formulations)
+  model                name + the model's fields (genode.models)
+  data                 name + the dataset's parameters, e.g. `path` (genode.data)
+  optim                optimizer, learning_rate, warmup_steps, decay, grad_clip_norm, b1, b2,
+                       eps, weight_decay, ema_half_life_images, ema_rampup_ratio
+  train                num_steps, batch_size (global), log_every, checkpoint_every,
+                       sample_every, keep_checkpoints
+  sampler              solver, grid, steps, sigma_min, sigma_max (None = the formulation's),
+                       num_samples, guidance_scale, used for the training-time sample grids
+                       and as `launch.sample`'s defaults
+
+Multi-process settings (coordinator address, process count and id) are flags of
+`launch.train`, not config fields: they describe the machines, not the experiment.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# Each formulation's parameters, written out so a config shows (and can override) them.
+FORMULATION_PARAMS = {
+    "edm": dict(sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0),
+    "vp": dict(beta_d=19.9, beta_min=0.1, num_noise_levels=1000, epsilon_t=1e-5,
+               epsilon_s=1e-3),
+    "ve": dict(sigma_min=0.02, sigma_max=100.0),
+    "rf": dict(logit_normal=False, logit_mean=0.0, logit_std=1.0),
+}
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by all experiments (each experiment overrides what it needs)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.parallel = "shard_map"
+  config.formulation = formulation_config("edm")
+  config.model = ml_collections.ConfigDict({"name": "mlp"})
+  config.data = ml_collections.ConfigDict({"name": "digits"})
+
+  config.optim = ml_collections.ConfigDict(dict(
+      optimizer="adam",
+      learning_rate=1e-3,
+      warmup_steps=0,
+      decay="constant",
+      grad_clip_norm=1.0,  # 0 disables clipping
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.0,
+      ema_half_life_images=50_000.0,
+      ema_rampup_ratio=config_dict.placeholder(float),  # EDM: 0.05; None = no ramp-up
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=10_000,
+      batch_size=128,
+      log_every=100,
+      checkpoint_every=1000,
+      sample_every=5000,
+      keep_checkpoints=3,
+  ))
+
+  config.sampler = ml_collections.ConfigDict(dict(
+      solver="heun",
+      grid="karras",
+      steps=18,
+      sigma_min=config_dict.placeholder(float),
+      sigma_max=config_dict.placeholder(float),
+      num_samples=64,
+      guidance_scale=1.0,
+  ))
+  return config
+
+
+def formulation_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`name` plus that formulation's parameters (EDM Table 1 constants by default)."""
+  params = dict(FORMULATION_PARAMS[name])
+  params.update(overrides)
+  return ml_collections.ConfigDict({"name": name, **params})
+
+
+def toy2d_config(formulation: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """A time-conditioned MLP on a 2-D toy distribution (default: two moons)."""
+  config = get_base_config()
+  overrides = {"sigma_data": 1.0} if formulation == "edm" else {}
+  config.formulation = formulation_config(formulation, **overrides)
+  config.model = ml_collections.ConfigDict(dict(
+      name="mlp", hidden_dims=(256, 256, 256), embedding_dim=64))
+  config.data = ml_collections.ConfigDict(dict(name="toy2d", distribution="moons"))
+  config.optim.learning_rate = 1e-3
+  config.optim.warmup_steps = 100
+  config.optim.ema_half_life_images = 50_000.0
+  config.train.update(num_steps=5000, batch_size=512, log_every=100, checkpoint_every=1000,
+                      sample_every=2500)
+  config.sampler.num_samples = 2000
+  if arg == "runlocal":
+    _runlocal(config)
+    config.model.hidden_dims = (32, 32)
+    config.model.embedding_dim = 16
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; valid: 'runlocal' or none")
+  return config
+
+
+def digits_config(formulation: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """A small DDPM++-style U-Net on scikit-learn's bundled 8×8 digits (no download)."""
+  config = get_base_config()
+  config.formulation = formulation_config(formulation)
+  config.model = ml_collections.ConfigDict(dict(
+      name="unet", base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
+      attention_resolutions=(4,), dropout=0.0, embedding_type="positional",
+      num_classes=0, label_dropout=0.0))
+  config.data = ml_collections.ConfigDict(dict(name="digits"))
+  config.optim.learning_rate = 2e-3
+  config.optim.warmup_steps = 100
+  config.optim.ema_half_life_images = 20_000.0
+  config.train.update(num_steps=1500, batch_size=128, log_every=100, checkpoint_every=500,
+                      sample_every=1500)
+  config.sampler.num_samples = 64
+  if arg == "runlocal":
+    _runlocal(config)
+    config.model.update(base_channels=8, channel_mults=(1, 2), attention_resolutions=())
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; valid: 'runlocal' or none")
+  return config
+
+
+def _runlocal(config: ml_collections.ConfigDict) -> None:
+  """Shrinks an experiment to a CPU smoke test (seconds)."""
+  config.train.update(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2,
+                      sample_every=4, keep_checkpoints=2)
+  config.optim.warmup_steps = 0
+  config.sampler.update(steps=4, num_samples=16)
+
+
+def image_runlocal(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a U-Net image experiment to a CPU smoke test (the data path still applies)."""
+  _runlocal(config)
+  config.model.update(base_channels=8, num_res_blocks=1, attention_resolutions=(),
+                      dropout=0.0)

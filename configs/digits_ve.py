@@ -1,0 +1,11 @@
+"""VE / NCSN++ (Song et al. 2021) on scikit-learn's bundled 8×8 digits (no download), small U-Net.
+
+  python -m launch.train --config=configs/digits_ve.py --workdir=/tmp/genode/digits_ve
+  python -m launch.train --config=configs/digits_ve.py:runlocal --workdir=/tmp/genode/smoke
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+  return base.digits_config("ve", arg)

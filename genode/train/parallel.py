@@ -1,0 +1,152 @@
+"""Runs a per-device train step over devices: shard_map, pmap, or one device.
+
+`DataParallel(mode)` owns the placement: `replicate` puts a state on the devices,
+`shard_batch` splits this process's batch into per-device shards, `compile` turns a
+per-device `step(state, batch) -> (state, metrics)` (which may use `lax.pmean`,
+`lax.axis_index` over `axis_name`) into a jitted callable on (replicated state, sharded
+batch) that returns (replicated state, metrics as single scalars).
+
+  shard_map  `jax.jit(jax.shard_map(step))` over a 1-D `Mesh` of all devices (all
+             processes: the mesh is global, each process feeds its local shards).
+  pmap       `jax.pmap(step, axis_name)`: the state carries a leading device axis.
+  single     one device; the step is `vmap`ped over `num_shards` shards with the same
+             axis name, so an n-device run's numbers are reproduced on one device.
+
+All three give the same numbers for the same shards (tests/test_parallel.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.jax_utils
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MODES = ("shard_map", "pmap", "single")
+
+PerDeviceStep = Callable[[Any, Any], tuple[Any, Any]]
+
+
+class DataParallel:
+  """Data parallelism over a named axis; see the module docstring.
+
+  mode: "shard_map" | "pmap" | "single".
+  devices: the devices to use (default: all, `jax.devices()`; for "single", the first).
+  axis_name: the axis the per-device step reduces over.
+  num_shards: "single" only: how many per-device shards to vmap over (default 1).
+  donate: donate the input state's buffers to the step (the old state is then invalid).
+  """
+
+  def __init__(self, mode: str = "shard_map", devices: Sequence[jax.Device] | None = None, *,
+               axis_name: str = "data", num_shards: int | None = None, donate: bool = True):
+    if mode not in MODES:
+      raise ValueError(f"Unknown data-parallel mode {mode!r}; valid modes: {list(MODES)}")
+    if num_shards is not None and mode != "single":
+      raise ValueError(f"num_shards is only for mode='single' (mode {mode!r} has one shard "
+                       "per device)")
+    self.mode = mode
+    self.axis_name = axis_name
+    self.donate = donate
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+      raise ValueError("DataParallel needs at least one device, got an empty list")
+    if mode == "single":
+      devices = devices[:1]
+    self.devices = devices
+    self.mesh = Mesh(np.array(devices), (axis_name,)) if mode == "shard_map" else None
+    self.num_shards = (num_shards or 1) if mode == "single" else len(devices)
+    if self.num_shards < 1:
+      raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+
+  # -- sizes ------------------------------------------------------------------
+  @property
+  def num_devices(self) -> int:
+    """Devices the step runs on, over all processes."""
+    return len(self.devices)
+
+  @property
+  def local_devices(self) -> list[jax.Device]:
+    """This process's devices, in mesh order."""
+    index = jax.process_index()
+    return [d for d in self.devices if d.process_index == index]
+
+  @property
+  def num_local_shards(self) -> int:
+    """Shards this process feeds: its devices (or `num_shards` in "single")."""
+    return self.num_shards if self.mode == "single" else len(self.local_devices)
+
+  # -- placement --------------------------------------------------------------
+  def replicate(self, tree: Any) -> Any:
+    """One copy of `tree` (identical in every process) → the step's replicated layout."""
+    if self.mode == "shard_map":
+      sharding = NamedSharding(self.mesh, P())
+      return jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    if self.mode == "pmap":
+      return flax.jax_utils.replicate(tree, devices=self.local_devices)
+    # A copy, so that donating the result never invalidates the caller's `tree`.
+    return jax.device_put(tree, self.devices[0], may_alias=False)
+
+  def unreplicate(self, tree: Any) -> Any:
+    """The replicated layout → one copy on this process's first device."""
+    if self.mode == "shard_map":
+      return jax.tree.map(lambda x: x.addressable_shards[0].data, tree)
+    if self.mode == "pmap":
+      return jax.tree.map(lambda x: x[0], tree)
+    return tree
+
+  def shard_batch(self, batch: Any) -> Any:
+    """This process's batch (B_local, ...) leaves → the step's sharded layout.
+
+    In one process this is the global batch. Shard i of the mesh gets rows
+    [i·b, (i+1)·b) of the global batch, b = B/num_shards; process p holds the rows of
+    its devices (contiguous for `jax.devices()` order). B_local must divide evenly.
+    """
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(batch)}
+    if len(sizes) != 1 or None in sizes:
+      raise ValueError("Every batch leaf needs the same leading batch dimension; got "
+                       f"shapes {jax.tree.map(np.shape, batch)}")
+    (size,) = sizes
+    shards = self.num_local_shards
+    if size % shards:
+      raise ValueError(f"Batch size {size} (this process) is not divisible by the {shards} "
+                       f"{'shards' if self.mode == 'single' else 'local devices'} of "
+                       f"mode {self.mode!r}")
+    if self.mode == "shard_map":
+      sharding = NamedSharding(self.mesh, P(self.axis_name))
+      return jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    split = jax.tree.map(lambda x: np.reshape(x, (shards, size // shards) + np.shape(x)[1:]),
+                         batch)
+    if self.mode == "single":
+      return jax.device_put(split, self.devices[0])
+    return split
+
+  # -- the step ---------------------------------------------------------------
+  def compile(self, per_device_step: PerDeviceStep) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """jitted step(replicated state, sharded batch) -> (replicated state, metrics).
+
+    The per-device step's outputs must be device-invariant (pmean'd); metrics come back
+    as single copies (scalars), ready for `float()`.
+    """
+    donate = (0,) if self.donate else ()
+    if self.mode == "shard_map":
+      return jax.jit(
+          jax.shard_map(per_device_step, mesh=self.mesh, in_specs=(P(), P(self.axis_name)),
+                        out_specs=(P(), P())),
+          donate_argnums=donate)
+    if self.mode == "single":
+      return jax.jit(
+          jax.vmap(per_device_step, in_axes=(None, 0), out_axes=(None, None),
+                   axis_name=self.axis_name),
+          donate_argnums=donate)
+    step = jax.pmap(per_device_step, axis_name=self.axis_name, devices=self.devices,
+                    donate_argnums=donate)
+
+    def run(state, batch):
+      state, metrics = step(state, batch)
+      return state, jax.tree.map(lambda x: x[0], metrics)
+
+    return run

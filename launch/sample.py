@@ -1,0 +1,41 @@
+"""Samples a trained workdir's newest (or a given) checkpoint; writes a PNG grid and an .npz.
+
+  python -m launch.sample --workdir=/tmp/genode_main
+  python -m launch.sample --workdir=/tmp/genode_main --step=1500 --params=raw \
+      --solver=heun --grid=karras --steps=18 --num_samples=64 --seed=0 --out=/tmp/samples
+
+Unset sampler flags take the workdir config's `sampler` values.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.train.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest readable).")
+_PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
+_SOLVER = flags.DEFINE_string("solver", None, "Sampler (genode.sampling.SOLVERS).")
+_GRID = flags.DEFINE_string("grid", None, "σ grid: karras | loglinear | uniform_t.")
+_STEPS = flags.DEFINE_integer("steps", None, "Number of grid steps.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "How many samples.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance weight.")
+_OUT = flags.DEFINE_string("out", None, "Output path without extension (.png and .npz).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from genode.experiment import sample_workdir  # pylint: disable=g-import-not-at-top
+
+  record = sample_workdir(_WORKDIR.value, step=_STEP.value, params=_PARAMS.value,
+                          solver=_SOLVER.value, grid=_GRID.value, steps=_STEPS.value,
+                          num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+                          guidance_scale=_GUIDANCE.value, out=_OUT.value)
+  print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

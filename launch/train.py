@@ -1,0 +1,39 @@
+"""Trains an experiment config in a workdir (resuming automatically).
+
+  python -m launch.train --config=configs/digits_edm.py --workdir=/tmp/genode_main
+  python -m launch.train --config=configs/toy2d_rf.py:runlocal --workdir=/tmp/smoke \
+      --config.train.num_steps=10 --overwrite
+
+Multi-process (one command per process; the flags default to the environment /
+a single process): --coordinator_address=host:port --num_processes=N --process_id=i.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from launch.config_flags_util import parse_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and samples go.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Delete the workdir's previous run if its config differs.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-process runs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from genode.train import distributed  # pylint: disable=g-import-not-at-top
+  from genode.train import loop  # pylint: disable=g-import-not-at-top
+
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  loop.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

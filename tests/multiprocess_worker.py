@@ -1,0 +1,97 @@
+"""A tiny model and toy training run for the train tests; as a script, one process of
+tests/test_multiprocess.py.
+
+  python tests/multiprocess_worker.py OUT.npz COORDINATOR NUM_PROCESSES PROCESS_ID
+
+joins the runtime (`genode.train.initialize`), trains `train_toy` with a shard_map mesh
+over every process's devices, each process feeding its own rows of the global batch, and
+writes the final parameters, EMA and metrics to OUT.npz.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genode.formulations import get_formulation
+from genode.train import (DataParallel, create_train_state, initialize, make_optimizer,
+                          make_train_step)
+
+
+class TinyMLP(nn.Module):
+  """F(x, c_noise[, label]) for 2-D data: the model interface of genode.models, in small."""
+
+  hidden: int = 16
+  num_classes: int = 0
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, noise_labels, class_labels=None, train=False):
+    h = jnp.concatenate([x, noise_labels[:, None].astype(x.dtype)], axis=-1)
+    h = nn.silu(nn.Dense(self.hidden)(h))
+    if self.num_classes:
+      if class_labels is None:
+        raise ValueError("TinyMLP with num_classes > 0 needs class_labels")
+      h = h + nn.Embed(self.num_classes, self.hidden)(class_labels)
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    h = nn.silu(nn.Dense(self.hidden)(h))
+    return nn.Dense(x.shape[-1])(h)
+
+
+def toy_batch(step: int, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """The global batch at `step`: points near a unit circle (B, 2) and labels (B,) in {0, 1}."""
+  rng = np.random.default_rng([seed, step])
+  angle = rng.uniform(0, 2 * np.pi, batch_size)
+  x = np.stack([np.cos(angle), np.sin(angle)], -1) + 0.05 * rng.standard_normal((batch_size, 2))
+  return {"x": x.astype(np.float32), "label": (angle > np.pi).astype(np.int32)}
+
+
+def train_toy(parallel: DataParallel, *, num_steps: int = 3, batch_size: int = 16,
+              process_index: int = 0, process_count: int = 1, seed: int = 0):
+  """Trains TinyMLP (EDM, clipped Adam) for `num_steps`.
+
+  Returns the final state (one copy) and the metrics, {name: (num_steps,) array}.
+  """
+  model = TinyMLP(dropout_rate=0.1)
+  optimizer = make_optimizer(1e-2, warmup_steps=1, total_steps=10, decay="cosine",
+                             grad_clip_norm=0.1)
+  state = create_train_state(model, optimizer, jnp.zeros((batch_size, 2)),
+                             jax.random.key(seed))
+  step = parallel.compile(make_train_step(get_formulation("edm"), model, optimizer,
+                                          ema_decay=0.9))
+  state = parallel.replicate(state)
+  history = []
+  rows = batch_size // process_count
+  for k in range(num_steps):
+    batch = toy_batch(k, batch_size, seed)
+    local = jax.tree.map(lambda a: a[process_index * rows:(process_index + 1) * rows], batch)
+    state, metrics = step(state, parallel.shard_batch(local))
+    history.append({name: float(value) for name, value in metrics.items()})
+  return parallel.unreplicate(state), {name: np.array([h[name] for h in history])
+                                       for name in history[0]}
+
+
+def flat_arrays(state, metrics) -> dict[str, np.ndarray]:
+  """The state's params and EMA as {"params['Dense_0']…": array}, plus the metrics."""
+  out = {"metrics/" + name: values for name, values in metrics.items()}
+  for prefix, tree in (("params", state.params), ("ema", state.ema_params)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      out[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)
+  return out
+
+
+def main(out_path: str, coordinator: str, num_processes: str, process_id: str) -> None:
+  info = initialize(coordinator, int(num_processes), int(process_id), initialization_timeout=60)
+  assert info.process_count == int(num_processes), info
+  state, metrics = train_toy(DataParallel("shard_map"), process_index=info.process_index,
+                            process_count=info.process_count)
+  np.savez(out_path, **flat_arrays(state, metrics))
+  jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])
