@@ -85,9 +85,7 @@ class Experiment:
                      optimizer=optimizer, parallel=parallel, ema_decay=ema_decay,
                      process_index=process_index, process_count=process_count)
     experiment.sampler_sigmas()  # unknown grid → ValueError listing the grids
-    if config.sampler.solver not in sampling.SOLVERS:
-      raise ValueError(f"Unknown sampler.solver {config.sampler.solver!r}; valid solvers: "
-                       f"{sorted(sampling.SOLVERS)}")
+    sampling.get_solver(config.sampler.solver)  # unknown solver → ValueError listing them
     if validate:
       experiment.abstract_state()
     return experiment
@@ -249,8 +247,8 @@ def sample_workdir(workdir: str, *, step: int | None = None, params: str = "ema"
 
   if params not in ("ema", "raw"):
     raise ValueError(f"Unknown params {params!r}; valid: ['ema', 'raw']")
-  if solver is not None and solver not in sampling.SOLVERS:
-    raise ValueError(f"Unknown solver {solver!r}; valid solvers: {sorted(sampling.SOLVERS)}")
+  if solver is not None:
+    sampling.get_solver(solver)  # unknown solver → ValueError listing the solvers
   if grid is not None:
     sampling.get_sigmas(grid, 2, 0.1, 1.0)  # unknown grid → ValueError listing the grids
   restored = checkpoint.restore_workdir(workdir, step)

@@ -10,8 +10,9 @@ attention_resolutions=(16,), dropout=0.13` at 32×32×3 this is EDM's CIFAR-10 D
            `num_res_blocks + 1` ResBlocks on [x, skip] (attention after the last);
   output:  GroupNorm → SiLU → zero-initialized 3×3 conv to the input channels.
 
-ResBlock: GroupNorm → SiLU → conv3×3 (resampled) → + Dense(emb) → GroupNorm → SiLU →
-dropout → conv3×3 (near-zero init), plus a (1×1-projected, resampled) skip, times √½.
+ResBlock: h = conv3×3(SiLU(GroupNorm(x))) (resampled); h = SiLU(GroupNorm(h + A·emb))
+(with `scale_shift`: SiLU(GroupNorm(h)·(1 + scale) + shift)); h = conv3×3(dropout(h))
+(near-zero init); out = (h + skip(x))·√½, skip a resampled 1×1 projection if needed.
 Downsampling is 2×2 average pooling, upsampling nearest neighbour (EDM's
 `resample_filter=[1, 1]`). Every level but the last halves the size, so H and W must
 be divisible by 2^(len(channel_mults) − 1): 8×8 with (1, 2) → 8, 4; MNIST's 28×28 with
@@ -63,6 +64,7 @@ class ResBlock(nn.Module):
   attention: bool = False
   num_heads: int = 1
   dropout: float = 0.0
+  scale_shift: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
@@ -71,8 +73,13 @@ class ResBlock(nn.Module):
     orig = x
     h = _resample(nn.silu(_norm(x, "norm0")), self.up, self.down)
     h = nn.Conv(self.out_channels, (3, 3), kernel_init=_init, name="conv0")(h)
-    h = h + nn.Dense(self.out_channels, kernel_init=_init, name="affine")(emb)[:, None, None, :]
-    h = nn.silu(_norm(h, "norm1"))
+    params = nn.Dense(self.out_channels * (2 if self.scale_shift else 1), kernel_init=_init,
+                      name="affine")(emb)[:, None, None, :]
+    if self.scale_shift:  # EDM's adaptive_scale (ADM): SiLU(shift + norm(h)·(1 + scale))
+      scale, shift = jnp.split(params, 2, axis=-1)
+      h = nn.silu(shift + _norm(h, "norm1") * (1 + scale))
+    else:  # DDPM++: SiLU(norm(h + emb))
+      h = nn.silu(_norm(h + params, "norm1"))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.Conv(self.out_channels, (3, 3), kernel_init=_init_zero, name="conv1")(h)
     skip = _resample(orig, self.up, self.down)
@@ -115,6 +122,8 @@ class UNet(nn.Module):
     label_dropout: probability of replacing a label with the null class in training
       (classifier-free guidance; `class_labels=None` at sampling = unconditional).
     num_heads: attention heads.
+    scale_shift: the embedding scales and shifts the normalized activations (ADM,
+      EDM's `adaptive_scale`) instead of being added before the norm (DDPM++).
     embedding_mult: the embedding has base_channels·embedding_mult features (EDM: 4).
   """
 
@@ -127,6 +136,7 @@ class UNet(nn.Module):
   num_classes: int = 0
   label_dropout: float = 0.0
   num_heads: int = 1
+  scale_shift: bool = False
   embedding_mult: int = 4
 
   def check_input_shape(self, shape: Sequence[int]) -> None:
@@ -148,7 +158,8 @@ class UNet(nn.Module):
                class_labels: jax.Array | None = None, train: bool = False) -> jax.Array:
     """x (B, H, W, C), noise_labels (B,), class_labels int (B,) or None → F (B, H, W, C)."""
     self.check_input_shape(x.shape)
-    block = lambda ch, **kw: ResBlock(ch, num_heads=self.num_heads, dropout=self.dropout, **kw)
+    block = lambda ch, **kw: ResBlock(ch, num_heads=self.num_heads, dropout=self.dropout,
+                                      scale_shift=self.scale_shift, **kw)
     emb = MappingNetwork(self.base_channels, self.base_channels * self.embedding_mult,
                          self.embedding_type, self.num_classes, self.label_dropout,
                          name="mapping")(noise_labels, class_labels, x.shape[0], train)

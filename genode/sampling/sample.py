@@ -9,7 +9,7 @@ grid of σ's (k-diffusion's convention: a last 0 means a final step to σ = 0). 
 | heun           | `Heun` (EDM Alg. 1)      | σ or t | 2/step                 | —       |
 | dpmpp_2m       | `DPMSolverPP2M`          | λ      | 1/step                 | —       |
 | dpmpp_3m       | `DPMSolverPP3M`          | λ      | 1/step                 | —       |
-| tsit5, dopri5  | `Tsit5`/`Dopri5` + PID   | σ or t | 6/step (+3 to start)   | rtol, atol, max_steps |
+| tsit5, dopri5  | `Tsit5`/`Dopri5` + PID   | σ or t | 6/step + 1 (+retries)  | rtol, atol, max_steps |
 | edm_stochastic | `EDMStochasticHeun`      | λ      | 2/step                 | S_churn, S_tmin, S_tmax, S_noise |
 | reverse_sde    | `Euler` (Euler–Maruyama) | σ      | 1/step                 | —       |
 
@@ -199,16 +199,21 @@ def _runge_kutta(solver: diffrax.AbstractSolver, nfe_per_step: int):
 def _adaptive(solver: diffrax.AbstractSolver):
   """Tsit5/Dopri5 from the first to the last σ of the grid, PIDController(rtol, atol).
 
-  NFE: 2 to choose the first step size, 1 for the FSAL start, 6 per step.
+  The grid's first step is the first step tried. NFE: 6 per step (rejected ones too),
+  1 for the FSAL start, 1 per retry of a rejected first step.
   """
 
   def integrate(problem: _Problem, x, options: AdaptiveOptions):
     vector_field, ts, y0, to_xbar = _ode_in_coordinates(problem, x)
+    controller = custom.FirstStepRetryCounter(
+        diffrax.PIDController(rtol=options.rtol, atol=options.atol))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=None, y0=y0,
-        stepsize_controller=diffrax.PIDController(rtol=options.rtol, atol=options.atol),
-        saveat=diffrax.SaveAt(t1=True), max_steps=options.max_steps, throw=False)
-    return to_xbar(sol.ys[0], ts[-1]), _counts(sol, 6, nfe_start=3)
+        diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=ts[1] - ts[0],
+        y0=y0, stepsize_controller=controller,
+        saveat=diffrax.SaveAt(t1=True, controller_state=True), max_steps=options.max_steps,
+        throw=False)
+    _, _, retries = sol.controller_state
+    return to_xbar(sol.ys[0], ts[-1]), _counts(sol, 6, nfe_start=1 + retries)
 
   return integrate
 

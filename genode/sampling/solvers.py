@@ -174,3 +174,43 @@ class EDMStochasticHeun(_ExponentialSolver):
     d_next = (x_euler - terms.vf(t1, x_euler, args)) / sigma_next
     y1 = x_hat + (sigma_next - sigma_hat) * (0.5 * d + 0.5 * d_next)
     return y1, None, dict(y0=y0, y1=y1), solver_state + 1, diffrax.RESULTS.successful
+
+
+class FirstStepRetryCounter(diffrax.AbstractAdaptiveStepSizeController):
+  """A step size controller that also counts the retries of the first step.
+
+  FSAL Runge–Kutta solvers (Tsit5, Dopri5) evaluate the vector field 6 times per step
+  plus once for the first stage of the very first step, which they redo each time
+  that first step is rejected. So NFE = 6·num_steps + 1 + retries, with `retries` (steps
+  rejected before the first accepted one) read from this controller's final state
+  (`SaveAt(controller_state=True)`).
+  """
+
+  controller: diffrax.AbstractAdaptiveStepSizeController
+
+  @property
+  def rtol(self):
+    return self.controller.rtol
+
+  @property
+  def atol(self):
+    return self.controller.atol
+
+  @property
+  def norm(self):
+    return self.controller.norm
+
+  def wrap(self, direction):
+    return FirstStepRetryCounter(self.controller.wrap(direction))
+
+  def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    t_next, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+    return t_next, (state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+
+  def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
+                      controller_state):
+    state, accepted_any, retries = controller_state
+    keep, t_prev, t_next, made_jump, state, result = self.controller.adapt_step_size(
+        t0, t1, y0, y1_candidate, args, y_error, error_order, state)
+    retries = retries + jnp.where(accepted_any | keep, 0, 1).astype(jnp.int32)
+    return keep, t_prev, t_next, made_jump, (state, accepted_any | keep, retries), result

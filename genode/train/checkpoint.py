@@ -18,6 +18,7 @@ above and starts over; nothing is deleted without it.
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 import shutil
 from typing import Any, NamedTuple
@@ -39,6 +40,20 @@ TRAINING_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, BROKEN_DIR, "metrics.jsonl", "t
 # checkpoints and samples, never the trained model.
 CADENCE_FIELDS = ("train.log_every", "train.checkpoint_every", "train.sample_every",
                   "train.keep_checkpoints", "sampler")
+
+
+def quiet_orbax_logs() -> None:
+  """Drops orbax's INFO logs (dozens per save) from absl's logger; warnings stay."""
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
+    logger.addFilter(_OrbaxInfoFilter())
+
+
+class _OrbaxInfoFilter:
+
+  def filter(self, record) -> bool:
+    return record.levelno >= py_logging.WARNING or (
+        f"{os.sep}orbax{os.sep}" not in record.pathname)
 
 
 class CheckpointError(RuntimeError):
@@ -174,6 +189,7 @@ class Checkpointer:
     self._max_to_keep = max_to_keep
     self._async = async_save
     self._manager: ocp.CheckpointManager | None = None
+    quiet_orbax_logs()
 
   def _new_manager(self, create: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=create,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import flax.jax_utils
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -85,7 +84,9 @@ class DataParallel:
       return jax.tree.map(
           lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
     if self.mode == "pmap":
-      return flax.jax_utils.replicate(tree, devices=self.local_devices)
+      sharding = self._pmap_sharding()
+      return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * len(self.local_devices)),
+                                                   sharding), tree)
     # A copy, so that donating the result never invalidates the caller's `tree`.
     return jax.device_put(tree, self.devices[0], may_alias=False)
 
@@ -120,9 +121,12 @@ class DataParallel:
           lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
     split = jax.tree.map(lambda x: np.reshape(x, (shards, size // shards) + np.shape(x)[1:]),
                          batch)
-    if self.mode == "single":
-      return jax.device_put(split, self.devices[0])
-    return split
+    return jax.device_put(split, self.devices[0] if self.mode == "single" else self._pmap_sharding())
+
+  def _pmap_sharding(self) -> NamedSharding:
+    """The layout of pmap's inputs and outputs: a leading axis over the local devices."""
+    mesh = Mesh(np.array(self.local_devices), (self.axis_name,))
+    return NamedSharding(mesh, P(self.axis_name))
 
   # -- the step ---------------------------------------------------------------
   def compile(self, per_device_step: PerDeviceStep) -> Callable[[Any, Any], tuple[Any, Any]]:

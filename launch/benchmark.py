@@ -1,0 +1,35 @@
+"""Runs a benchmark and writes `<out>/<name>.json` and `<out>/<name>.md`.
+
+  python -m launch.benchmark sampling [--out=benchmarks/out] [--quick]
+  python -m launch.benchmark train [--train_configs=digits_edm,cifar10_edm] [--train_steps=20]
+"""
+
+from absl import app
+from absl import flags
+
+_OUT = flags.DEFINE_string("out", "benchmarks/out", "Output directory.")
+_QUICK = flags.DEFINE_bool("quick", False, "sampling: a tiny run (for the tests).")
+_TRAIN_CONFIGS = flags.DEFINE_list("train_configs", ["digits_edm", "cifar10_edm"],
+                                   "train: config names (configs/<name>.py).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "train: steps timed per config.")
+
+BENCHMARKS = ("sampling", "train")
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in BENCHMARKS:
+    raise app.UsageError(f"Usage: python -m launch.benchmark <benchmark> [flags]; "
+                         f"benchmarks: {list(BENCHMARKS)}, got {argv[1:]}")
+  # Imported lazily: each benchmark pulls in only what it needs.
+  if argv[1] == "sampling":
+    from genode.benchmarks import sampling  # pylint: disable=g-import-not-at-top
+    results = sampling.run(_OUT.value, quick=_QUICK.value)
+  else:
+    from genode.benchmarks import training  # pylint: disable=g-import-not-at-top
+    results = training.run(_TRAIN_CONFIGS.value, _TRAIN_STEPS.value, _OUT.value)
+  paths = results.get("paths", {}) if isinstance(results, dict) else {}
+  print(f"{argv[1]} benchmark written: {paths or _OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,338 @@
+"""Samplers against exact answers: closed-form Gaussian flows and laws, k-diffusion's
+update rules (transcribed in NumPy below), DDIM identities, NFE counts, bad input.
+
+All in float64. Every distinct (solver, grid length, denoiser) costs one diffrax compile
+(~2 s), so the problems share denoiser objects and grid sizes.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genode import formulations
+from genode import sampling
+from genode.gaussians import Gaussian
+from genode.gaussians import GaussianMixture
+
+SIGMA_MIN, SIGMA_MAX = 0.05, 80.0
+DETERMINISTIC_FIXED = ("euler", "heun", "dpmpp_2m", "dpmpp_3m")
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+  with jax.enable_x64(True):
+    return Gaussian.random(jax.random.key(0), 8)
+
+
+@pytest.fixture(scope="module")
+def ring():
+  with jax.enable_x64(True):
+    return GaussianMixture.ring()
+
+
+def _start(key, sigma, shape):
+  return sigma * jax.random.normal(jax.random.key(key), shape, jnp.float64)
+
+
+def _max_err(a, b):
+  return float(jnp.max(jnp.abs(a - b)))
+
+
+# ---------------------------------------------------------------------------
+# Convergence orders on the Gaussian's exact flow.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2),
+                                           ("dpmpp_3m", 3)])
+def test_fixed_grid_order_on_gaussian_flow(x64, gaussian, solver, order):
+  x = _start(1, SIGMA_MAX, (8, 8))
+  errors = []
+  for n in (24, 48):
+    sigmas = sampling.karras_sigmas(n, SIGMA_MIN, SIGMA_MAX)
+    out, info = sampling.sample(gaussian.denoiser, x, sigmas, solver)
+    assert int(info.num_steps) == n - 1 and bool(info.finite)
+    errors.append(_max_err(out, gaussian.flow(x, SIGMA_MAX, SIGMA_MIN)))
+  measured = math.log2(errors[0] / errors[1])
+  assert abs(measured - order) < 0.3, (errors, measured)
+
+
+def test_adaptive_solvers_reach_the_exact_flow(x64, gaussian):
+  x = _start(1, SIGMA_MAX, (8, 8))
+  sigmas = sampling.karras_sigmas(8, SIGMA_MIN, SIGMA_MAX)
+  out, info = sampling.sample(gaussian.denoiser, x, sigmas, "tsit5", rtol=1e-10, atol=1e-10)
+  assert _max_err(out, gaussian.flow(x, SIGMA_MAX, SIGMA_MIN)) < 1e-6
+  assert int(info.num_steps) == int(info.num_accepted_steps) + int(info.num_rejected_steps)
+  # With a final 0: integrate to the last positive σ, then denoise.
+  out, info = sampling.sample(gaussian.denoiser, x, sampling.append_zero(sigmas), "dopri5",
+                              rtol=1e-10, atol=1e-10)
+  exact = gaussian.denoiser(gaussian.flow(x, SIGMA_MAX, SIGMA_MIN), SIGMA_MIN)
+  assert _max_err(out, exact) < 1e-6 and bool(info.finite)
+
+
+def test_edm_stochastic_without_churn_is_heun(x64, gaussian):
+  x = _start(1, SIGMA_MAX, (8, 8))
+  sigmas = sampling.karras_sigmas(24, SIGMA_MIN, SIGMA_MAX)
+  heun, _ = sampling.sample(gaussian.denoiser, x, sigmas, "heun")
+  edm, info = sampling.sample(gaussian.denoiser, x, sigmas, "edm_stochastic",
+                              key=jax.random.key(0), S_churn=0.0)
+  assert _max_err(heun, edm) < 1e-10 and int(info.nfe) == 2 * 23
+
+
+# ---------------------------------------------------------------------------
+# The ring mixture: k-diffusion's update rules, and convergence to a tight reference.
+# ---------------------------------------------------------------------------
+
+
+def _ring_denoiser_np(ring, x, sigma):
+  means, std = np.asarray(ring.means), float(ring.stds[0])
+  var = std**2 + sigma**2
+  logits = -0.5 * np.sum((x[:, None, :] - means) ** 2, -1) / var
+  post = np.exp(logits - logits.max(1, keepdims=True))
+  post /= post.sum(1, keepdims=True)
+  shrink = std**2 / var
+  return np.einsum("bk,bkd->bd", post, means + shrink * (x[:, None, :] - means))
+
+
+def _kdiffusion(solver, model, x, sigmas):
+  """NumPy transcriptions of k-diffusion's sample_euler, sample_heun, sample_dpmpp_2m and
+  sample_dpmpp_3m_sde(eta=0) (crowsonkb/k-diffusion, k_diffusion/sampling.py, MIT)."""
+  old, older, h_1, h_2 = None, None, None, None
+  for i in range(len(sigmas) - 1):
+    s, s_next = sigmas[i], sigmas[i + 1]
+    denoised = model(x, s)
+    if solver in ("euler", "heun"):
+      d = (x - denoised) / s
+      x_2 = x + d * (s_next - s)
+      if solver == "heun" and s_next != 0:
+        d_2 = (x_2 - model(x_2, s_next)) / s_next
+        x_2 = x + (d + d_2) / 2 * (s_next - s)
+      x = x_2
+    elif s_next == 0:
+      x = denoised
+    elif solver == "dpmpp_2m":
+      t, t_next = -np.log(s), -np.log(s_next)
+      h = t_next - t
+      if old is None:
+        x = (np.exp(-t_next) / np.exp(-t)) * x - np.expm1(-h) * denoised
+      else:
+        r = h_1 / h
+        denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old
+        x = (np.exp(-t_next) / np.exp(-t)) * x - np.expm1(-h) * denoised_d
+      h_1, old = h, denoised
+      continue
+    else:  # dpmpp_3m, eta = 0
+      h = -np.log(s_next) + np.log(s)
+      x = np.exp(-h) * x - np.expm1(-h) * denoised
+      phi_2 = np.expm1(-h) / h + 1
+      if h_2 is not None:
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0, d1_1 = (denoised - old) / r0, (old - older) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        x = x + phi_2 * d1 - (phi_2 / h - 0.5) * d2
+      elif h_1 is not None:
+        x = x + phi_2 * (denoised - old) / (h_1 / h)
+    if solver.startswith("dpmpp"):
+      old, older, h_1, h_2 = denoised, old, h, h_1
+  return x
+
+
+def test_ring_kdiffusion_rules_and_convergence(x64, ring):
+  x = _start(2, SIGMA_MAX, (32, 2))
+  reference_sigmas = sampling.get_sigmas("karras", 8, 0.002, SIGMA_MAX)
+  reference, _ = sampling.sample(ring.denoiser, x, reference_sigmas, "dopri5",
+                                 rtol=1e-10, atol=1e-10)
+  model = lambda x, s: _ring_denoiser_np(ring, x, s)  # noqa: E731
+  for solver in DETERMINISTIC_FIXED:
+    errors = []
+    for n in (8, 64):
+      sigmas = sampling.get_sigmas("karras", n, 0.002, SIGMA_MAX)
+      out, info = sampling.sample(ring.denoiser, x, sigmas, solver)
+      if n == 8:
+        expected = _kdiffusion(solver, model, np.asarray(x), sigmas)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-10, err_msg=solver)
+      errors.append(_max_err(out, reference))
+    assert errors[1] < 0.2 * errors[0] and errors[1] < 2e-2, (solver, errors)
+
+
+# ---------------------------------------------------------------------------
+# Stochastic samplers: the exact law of the discretised sampler on a Gaussian.
+# ---------------------------------------------------------------------------
+
+
+def _heun_multiplier(lam, sigma, sigma_next):
+  """Heun on du/dσ = σ/(λ + σ²)·u (the Gaussian's flow in its eigenbasis)."""
+  k1 = sigma / (lam + sigma**2)
+  k2 = sigma_next / (lam + sigma_next**2) * (1 + (sigma_next - sigma) * k1)
+  return 1 + (sigma_next - sigma) * (k1 + k2) / 2
+
+
+def _exact_law(gaussian, sigmas, solver, churn=0.0):
+  """Per-eigendirection mean and variance of the sampler's output, from x = σ_0·n."""
+  lam = np.asarray(gaussian.eigenvalues)
+  mean = -np.asarray(gaussian.mean @ gaussian.eigenvectors)
+  var = np.full_like(lam, sigmas[0] ** 2)
+  n_steps = len(sigmas) - 1
+  for i in range(n_steps):
+    s, s_next = sigmas[i], sigmas[i + 1]
+    if solver == "edm_stochastic":
+      s_hat = s * (1 + min(churn / n_steps, math.sqrt(2) - 1))
+      var = var + s_hat**2 - s**2
+      a = lam / (lam + s_hat**2) if s_next == 0 else _heun_multiplier(lam, s_hat, s_next)
+    else:  # reverse_sde: Euler–Maruyama, then a final denoise
+      if s_next == 0:
+        a = lam / (lam + s**2)
+      else:
+        a = 1 - 2 * (s - s_next) * s / (lam + s**2)
+        var = a**2 * var + 2 * s * (s - s_next)
+        mean = a * mean
+        continue
+    mean, var = a * mean, a**2 * var
+  return mean, var
+
+
+@pytest.mark.parametrize("solver, options", [("edm_stochastic", {"S_churn": 40.0}),
+                                             ("reverse_sde", {})])
+def test_stochastic_samplers_have_the_gaussians_law(x64, solver, options):
+  g = Gaussian.random(jax.random.key(5), 4)
+  num = 4000
+  x = _start(3, SIGMA_MAX, (num, 4))
+  sigmas = sampling.get_sigmas("karras", 64, 0.002, SIGMA_MAX)
+  key = jax.random.key(7)
+  out, info = sampling.sample(g.denoiser, x, sigmas, solver, key=key, **options)
+  again, _ = sampling.sample(g.denoiser, x, sigmas, solver, key=key, **options)
+  other, _ = sampling.sample(g.denoiser, x, sigmas, solver, key=jax.random.key(8), **options)
+  np.testing.assert_array_equal(out, again)
+  assert _max_err(out, other) > 1e-3
+  assert int(info.nfe) == (2 * 64 - 1 if solver == "edm_stochastic" else 64)
+
+  mean, var = _exact_law(g, sigmas, solver, options.get("S_churn", 0.0))
+  # The discretised law is close to the data's: variance within 5%, mean within 0.02.
+  np.testing.assert_allclose(var, g.eigenvalues, rtol=0.05)
+  np.testing.assert_allclose(mean, 0, atol=0.02)
+  u = np.asarray((out - g.mean) @ g.eigenvectors)  # eigenbasis: independent directions
+  cov = np.cov(u.T)
+  # Statistical tolerance (5 standard errors) around the exact discretised law.
+  np.testing.assert_allclose(u.mean(0), mean, atol=5 * np.sqrt(var / num).max())
+  np.testing.assert_allclose(np.diag(cov), var, rtol=5 * np.sqrt(2 / num))
+  off = cov - np.diag(np.diag(cov))
+  assert np.all(np.abs(off) < 5 * np.sqrt(np.outer(var, var) / num))
+
+
+# ---------------------------------------------------------------------------
+# Native coordinates and DDIM.
+# ---------------------------------------------------------------------------
+
+
+def _ddim(ddpm, denoiser, x_bar, sigmas):
+  """Song et al. 2021 eq. 12 (η = 0) in the DDPM variables x = √ᾱ·x̄, on ᾱ = 1/(1 + σ²)."""
+  alpha_bar = 1 / (1 + sigmas**2)
+  x = np.sqrt(alpha_bar[0]) * x_bar
+  for i in range(len(sigmas) - 1):
+    a, a_next = alpha_bar[i], alpha_bar[i + 1]
+    x0 = np.asarray(denoiser(x / np.sqrt(a), sigmas[i]))
+    eps = (x - np.sqrt(a) * x0) / np.sqrt(1 - a)
+    x = np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps
+  return x / np.sqrt(alpha_bar[-1])
+
+
+def test_ddim_is_euler_in_sigma_and_rectified_flow_euler(x64, gaussian):
+  ddpm = formulations.DDPM()
+  sigmas = np.asarray(ddpm.timestep_sigmas(12))
+  x = _start(4, sigmas[0], (8, 8))
+  ddim = _ddim(ddpm, gaussian.denoiser, np.asarray(x), sigmas)
+  euler, info = sampling.sample(gaussian.denoiser, x, sigmas, "euler")
+  rf_euler, _ = sampling.sample(gaussian.denoiser, x, sigmas, "euler",
+                                formulation=formulations.RectifiedFlow())
+  np.testing.assert_allclose(euler, ddim, rtol=1e-11, atol=1e-11)
+  np.testing.assert_allclose(rf_euler, ddim, rtol=1e-11, atol=1e-11)
+  assert int(info.nfe) == 11
+
+
+def test_vp_native_heun_converges_to_the_exact_flow(x64, gaussian):
+  vp = formulations.VP()
+  x = _start(5, vp.sigma_max, (8, 8))
+  errors = []
+  for n in (24, 48):
+    sigmas = sampling.uniform_t_sigmas(vp, n)
+    out, info = sampling.sample(gaussian.denoiser, x, sigmas, "heun", formulation=vp)
+    errors.append(_max_err(out, gaussian.flow(x, sigmas[0], sigmas[-1])))
+  assert abs(math.log2(errors[0] / errors[1]) - 2) < 0.3, errors
+  assert errors[1] < 1e-3
+
+
+# ---------------------------------------------------------------------------
+# NFE, jit, non-finite values, bad input.
+# ---------------------------------------------------------------------------
+
+
+def _counting(denoiser):
+  calls = [0]
+
+  def count():
+    calls[0] += 1
+
+  def counted(x, sigma):
+    jax.debug.callback(count)
+    return denoiser(x, sigma)
+
+  return counted, calls
+
+
+@pytest.mark.parametrize("solver", ["heun", "dopri5"])
+def test_nfe_counts_every_denoiser_call(x64, gaussian, solver):
+  denoiser, calls = _counting(gaussian.denoiser)
+  sigmas = sampling.get_sigmas("karras", 6, SIGMA_MIN, SIGMA_MAX)  # N = 6 steps, last to 0
+  _, info = sampling.sample(denoiser, _start(1, SIGMA_MAX, (4, 8)), sigmas, solver)
+  jax.effects_barrier()
+  assert int(info.nfe) == calls[0]
+  if solver == "heun":
+    assert calls[0] == 2 * 6 - 1  # EDM Algorithm 1: no correction on the step to 0
+
+
+def test_traced_grid_under_jit_matches_eager(x64, gaussian):
+  x = _start(1, SIGMA_MAX, (4, 8))
+  run = jax.jit(lambda x, s: sampling.sample(gaussian.denoiser, x, s, "dpmpp_2m"))
+  for sigmas in (sampling.get_sigmas("karras", 5, SIGMA_MIN, SIGMA_MAX),
+                 sampling.karras_sigmas(6, SIGMA_MIN, SIGMA_MAX)):
+    out, info = run(x, jnp.asarray(sigmas))
+    eager, eager_info = sampling.sample(gaussian.denoiser, x, sigmas, "dpmpp_2m")
+    np.testing.assert_allclose(out, eager, rtol=1e-13, atol=1e-13)
+    assert int(info.nfe) == int(eager_info.nfe) == 5
+
+
+def test_non_finite_denoiser_is_flagged_and_raised(x64, gaussian):
+  def broken(x, sigma):
+    return jnp.where(sigma < 1.0, jnp.nan, gaussian.denoiser(x, sigma))
+
+  x = _start(1, SIGMA_MAX, (4, 8))
+  sigmas = sampling.get_sigmas("karras", 5, SIGMA_MIN, SIGMA_MAX)
+  _, info = sampling.sample(broken, x, sigmas, "euler")
+  assert not bool(info.finite)
+  _, info = sampling.sample(gaussian.denoiser, x, sigmas, "euler")
+  assert bool(info.finite)
+  with pytest.raises(RuntimeError, match="denoiser produced non-finite values"):
+    sampling.sample(broken, x, sigmas, "euler", raise_on_nonfinite=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(solver="rk4"), "valid solvers: .*'euler'"),
+    (dict(solver="heun", rtol=1e-3), "Unknown options \\['rtol'\\] for solver 'heun'"),
+    (dict(solver="dopri5", s_churn=1.0), "its options: \\['rtol', 'atol', 'max_steps'\\]"),
+    (dict(solver="reverse_sde"), "stochastic: pass key"),
+    (dict(solver="edm_stochastic", key=0, formulation=formulations.VP()), "native"),
+    (dict(sigmas=np.array([1.0, 2.0, 0.0])), "strictly decreasing"),
+    (dict(sigmas=np.array([1.0, -1.0])), "non-negative"),
+    (dict(sigmas=np.array([1.0])), "at least 2"),
+    (dict(sigmas=np.array([500.0, 1.0]), formulation=formulations.DDPM()),
+     "not strictly decreasing"),
+])
+def test_bad_input(kwargs, message):
+  args = dict(sigmas=np.array([2.0, 1.0, 0.0]), solver="heun")
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=message):
+    sampling.sample(lambda x, s: x, jnp.zeros((2, 3)), args.pop("sigmas"), **args)
