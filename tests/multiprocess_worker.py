@@ -11,15 +11,17 @@ writes the final parameters, EMA and metrics to OUT.npz.
 from __future__ import annotations
 
 import sys
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genode.formulations import get_formulation
-from genode.train import (DataParallel, create_train_state, initialize, make_optimizer,
-                          make_train_step)
+from genode.train import (DataParallel, TrainState, create_train_state, initialize,
+                          make_optimizer, make_train_step)
 
 
 class TinyMLP(nn.Module):
@@ -50,29 +52,40 @@ def toy_batch(step: int, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   return {"x": x.astype(np.float32), "label": (angle > np.pi).astype(np.int32)}
 
 
-def train_toy(parallel: DataParallel, *, num_steps: int = 3, batch_size: int = 16,
-              process_index: int = 0, process_count: int = 1, seed: int = 0):
-  """Trains TinyMLP (EDM, clipped Adam) for `num_steps`.
+class ToyRun(NamedTuple):
+  initial_state: TrainState  # before training (not donated)
+  state: TrainState  # after training, one copy
+  metrics: dict[str, np.ndarray]  # {name: (num_steps,)}
+  first_gradient: Any  # the device-averaged gradient of step 0
 
-  Returns the final state (one copy) and the metrics, {name: (num_steps,) array}.
+
+def train_toy(parallel: DataParallel, *, num_steps: int = 3, batch_size: int = 16,
+              process_index: int = 0, process_count: int = 1, seed: int = 0) -> ToyRun:
+  """Trains TinyMLP with dropout (EDM, Adam clipped at 0.1) for `num_steps`.
+
+  The optimizer starts with `optax.trace(decay=0)`, the identity on updates whose state
+  keeps the latest gradient, so the run also reports the gradient of step 0.
   """
   model = TinyMLP(dropout_rate=0.1)
-  optimizer = make_optimizer(1e-2, warmup_steps=1, total_steps=10, decay="cosine",
-                             grad_clip_norm=0.1)
-  state = create_train_state(model, optimizer, jnp.zeros((batch_size, 2)),
-                             jax.random.key(seed))
+  optimizer = optax.chain(optax.trace(decay=0.0),
+                          make_optimizer(1e-2, warmup_steps=1, total_steps=10, decay="cosine",
+                                         grad_clip_norm=0.1))
+  initial_state = create_train_state(model, optimizer, jnp.zeros((batch_size, 2)),
+                                     jax.random.key(seed))
   step = parallel.compile(make_train_step(get_formulation("edm"), model, optimizer,
                                           ema_decay=0.9))
-  state = parallel.replicate(state)
-  history = []
+  state = parallel.replicate(initial_state)
+  history, first_gradient = [], None
   rows = batch_size // process_count
   for k in range(num_steps):
     batch = toy_batch(k, batch_size, seed)
     local = jax.tree.map(lambda a: a[process_index * rows:(process_index + 1) * rows], batch)
     state, metrics = step(state, parallel.shard_batch(local))
     history.append({name: float(value) for name, value in metrics.items()})
-  return parallel.unreplicate(state), {name: np.array([h[name] for h in history])
-                                       for name in history[0]}
+    if k == 0:
+      first_gradient = parallel.unreplicate(state.opt_state[0].trace)
+  metrics = {name: np.array([h[name] for h in history]) for name in history[0]}
+  return ToyRun(initial_state, parallel.unreplicate(state), metrics, first_gradient)
 
 
 def flat_arrays(state, metrics) -> dict[str, np.ndarray]:
@@ -87,9 +100,9 @@ def flat_arrays(state, metrics) -> dict[str, np.ndarray]:
 def main(out_path: str, coordinator: str, num_processes: str, process_id: str) -> None:
   info = initialize(coordinator, int(num_processes), int(process_id), initialization_timeout=60)
   assert info.process_count == int(num_processes), info
-  state, metrics = train_toy(DataParallel("shard_map"), process_index=info.process_index,
-                            process_count=info.process_count)
-  np.savez(out_path, **flat_arrays(state, metrics))
+  run = train_toy(DataParallel("shard_map"), process_index=info.process_index,
+                  process_count=info.process_count)
+  np.savez(out_path, **flat_arrays(run.state, run.metrics))
   jax.distributed.shutdown()
 
 

@@ -167,6 +167,12 @@ def test_digits_shapes_range_and_split(digits):
   assert train["x"].min() == -1.0 and train["x"].max() == 1.0
   batch = digits.train_batch(0, 0, 32)
   assert batch["x"].shape == (32, 8, 8, 1) and batch["label"].shape == (32,)
+  # Batches are rows of the train split, in the order of the (seed, epoch) permutation.
+  for step in (0, 46, 47):  # step 46 straddles the first epoch's end (1472 … 1503)
+    rows = pipeline.example_indices(0, step, 32, 1500, 0, 32)
+    batch = digits.train_batch(0, step, 32)
+    np.testing.assert_array_equal(batch["x"], train["x"][rows])
+    np.testing.assert_array_equal(batch["label"], train["label"][rows])
   with pytest.raises(ValueError, match="valid splits"):
     digits.split("validation")
 
@@ -310,7 +316,8 @@ def test_eight_gaussians_log_prob_closed_form():
 def test_toy_sample_split_and_errors():
   ds = get_dataset("toy2d", distribution="swissroll", split_size=100)
   np.testing.assert_array_equal(ds.sample(jax.random.key(1), 5), ds.sample(jax.random.key(1), 5))
-  np.testing.assert_array_equal(ds.sample(jax.random.PRNGKey(1), 5), ds.sample(jax.random.key(1), 5))
+  np.testing.assert_array_equal(ds.sample(jax.random.PRNGKey(1), 5),
+                                ds.sample(jax.random.key(1), 5))
   assert not np.array_equal(ds.sample(1, 5), ds.sample(2, 5))
   train, test = ds.split("train"), ds.split("test")
   assert train["x"].shape == (100, 2) and set(train) == {"x"}
@@ -323,7 +330,8 @@ def test_toy_sample_split_and_errors():
 
 
 def test_get_dataset_errors():
-  with pytest.raises(ValueError, match=r"valid datasets: \['cifar10', 'digits', 'mnist', 'toy2d'\]"):
+  valid = r"valid datasets: \['cifar10', 'digits', 'mnist', 'toy2d'\]"
+  with pytest.raises(ValueError, match=valid):
     get_dataset("imagenet")
   with pytest.raises(ValueError, match="valid parameters: .*use_labels"):
     get_dataset("digits", path="/tmp")

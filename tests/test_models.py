@@ -81,40 +81,44 @@ def test_num_groups_divides_channels():
 # -- MLP -----------------------------------------------------------------------
 
 
-def test_mlp_zero_at_init_and_shapes():
-  model = get_model("mlp", hidden_dims=[32, 16], embedding_dim=16, embedding_type="fourier")
-  x = jnp.ones((5, 2))
-  variables = jax.jit(model.init)(_key(0), x, jnp.zeros(5))
-  f = _apply(model, variables, x, jnp.linspace(-1, 1, 5), None, False, _key(0))
-  assert f.shape == (5, 2)
+@pytest.fixture(scope="module")
+def tiny_mlp():
+  model = get_model("mlp", hidden_dims=[16, 16], embedding_dim=8, num_classes=3,
+                    label_dropout=1.0, dropout=0.5)
+  x = jax.random.normal(_key(1), (6, 2))
+  variables = jax.jit(model.init)(_key(0), x, jnp.zeros(6))
+  return model, variables, x
+
+
+def test_mlp_zero_at_init(tiny_mlp):
+  model, variables, x = tiny_mlp
+  noise = jnp.linspace(-1, 1, 6)
+  f = _apply(model, variables, x, noise, jnp.arange(6) % 3, False, _key(0))
+  assert f.shape == (6, 2)
   np.testing.assert_array_equal(f, 0.0)  # zero output layer ⇒ D = c_skip·x
-  f = _apply(model, _perturbed(variables), x, jnp.linspace(-1, 1, 5), None, False, _key(0))
+  f = _apply(model, _perturbed(variables), x, noise, jnp.arange(6) % 3, False, _key(0))
   assert float(jnp.min(jnp.abs(f))) > 0
   assert count_params(variables) == count_params(_perturbed(variables)) > 0
 
 
 @pytest.mark.parametrize("formulation", ["edm", "vp", "rf"])
-def test_zero_initialized_network_makes_the_skip_only_denoiser(formulation):
+def test_zero_initialized_network_makes_the_skip_only_denoiser(tiny_mlp, formulation):
   from genode.denoiser import precondition
   from genode.formulations import get_formulation
+  model, variables, x = tiny_mlp
   form = get_formulation(formulation)
-  model = MLP(hidden_dims=(8,), embedding_dim=8)
-  x = jax.random.normal(_key(0), (3, 2))
-  variables = jax.jit(model.init)(_key(0), x, jnp.zeros(3))
   network = lambda x_in, c_noise: _apply(model, variables, x_in, c_noise, None, False, _key(0))
-  sigma = jnp.array([0.1, 1.0, 10.0])
+  sigma = jnp.array([0.01, 0.1, 1.0, 3.0, 10.0, 50.0])
   c_skip = form.preconditioning(sigma).c_skip
   np.testing.assert_allclose(precondition(form, network)(x, sigma), c_skip[:, None] * x,
                              rtol=1e-6)
 
 
-def test_mlp_labels_label_dropout_and_dropout():
-  model = MLP(hidden_dims=(16, 16), embedding_dim=8, num_classes=3, label_dropout=1.0,
-              dropout=0.5)
-  x = jax.random.normal(_key(1), (6, 2))
+def test_mlp_labels_label_dropout_and_dropout(tiny_mlp):
+  model, variables, x = tiny_mlp
   noise = jnp.linspace(0, 2, 6)
   labels = jnp.array([0, 1, 2, 0, 1, 2])
-  v = _perturbed(jax.jit(model.init)(_key(0), x, noise, labels))
+  v = _perturbed(variables)
   eval_labels = _apply(model, v, x, noise, labels, False, _key(0))
   eval_other = _apply(model, v, x, noise, (labels + 1) % 3, False, _key(0))
   eval_none = _apply(model, v, x, noise, None, False, _key(0))

@@ -62,7 +62,7 @@ class SamplingBenchmark:
   seed: int = 0
 
 
-QUICK = SamplingBenchmark(budgets=(5, 10), gaussian_dim=4, num_samples=8, adaptive_tols=(1e-2,),
+QUICK = SamplingBenchmark(budgets=(5,), gaussian_dim=4, num_samples=8, adaptive_tols=(),
                           timing_batch=64, timing_steps=4, timing_hidden=16, timing_repeats=2)
 
 

@@ -4,11 +4,12 @@
 
 | name | params | example shape | classes | source |
 |---|---|---|---|---|
-| "toy2d" | distribution (moons, 8gaussians, checkerboard, swissroll, pinwheel), split_size, split_seed | (2,) | 0 | generated |
+| "toy2d" | distribution, split_size, split_seed | (2,) | 0 | generated (`toy2d`) |
 | "digits" | use_labels | (8, 8, 1) | 10 | scikit-learn's bundled `load_digits` |
 | "mnist" | path, use_labels | (28, 28, 1) | 10 | the four IDX files (.gz or not) in `path` |
-| "cifar10" | path, use_labels | (32, 32, 3) | 10 | `cifar-10-python.tar.gz` or `cifar-10-batches-py/` |
+| "cifar10" | path, use_labels | (32, 32, 3) | 10 | `cifar-10-python.tar.gz` or its folder |
 
+toy2d distributions: moons, 8gaussians, checkerboard, swissroll, pinwheel.
 Every dataset has `train_batch(seed, step, batch_size, process_index=0,
 process_count=1)` (a pure function of its arguments; see `pipeline`) and
 `split("train" | "test")`; images are NHWC float32 in [-1, 1] (8-bit convention, see

@@ -130,6 +130,11 @@ class ImageDataset(Dataset):
     """Model-space images in [-1, 1] → uint8 for PNGs (see module docstring)."""
     return to_uint8(x)
 
+  @functools.cached_property
+  def _permutation(self):
+    """`pipeline.epoch_permutation`, memoized for the last few epochs (a pure cache)."""
+    return functools.lru_cache(maxsize=4)(pipeline.epoch_permutation)
+
   def _batch(self, images, labels, indices) -> dict[str, np.ndarray]:
     batch = {"x": uint8_to_float(images[indices])}
     if self.use_labels:
@@ -139,7 +144,8 @@ class ImageDataset(Dataset):
   def train_batch(self, seed, step, batch_size, process_index=0, process_count=1):
     start, stop = pipeline.process_rows(batch_size, process_index, process_count)
     images, labels = self.arrays("train")
-    indices = pipeline.example_indices(seed, step, batch_size, len(images), start, stop)
+    indices = pipeline.example_indices(seed, step, batch_size, len(images), start, stop,
+                                       self._permutation)
     return self._batch(images, labels, indices)
 
   def split(self, which):

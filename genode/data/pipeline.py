@@ -49,8 +49,13 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 
 
 def example_indices(seed: int, step: int, batch_size: int, num_examples: int,
-                    start: int, stop: int) -> np.ndarray:
-  """Example indices of rows [start, stop) of the global batch at `step`, (stop−start,)."""
+                    start: int, stop: int,
+                    permutation: Callable[[int, int, int], np.ndarray] = epoch_permutation
+                    ) -> np.ndarray:
+  """Example indices of rows [start, stop) of the global batch at `step`, (stop−start,).
+
+  `permutation` is `epoch_permutation` or a memoized copy of it.
+  """
   if step < 0:
     raise ValueError(f"step must be ≥ 0, got {step}")
   positions = step * batch_size + np.arange(start, stop, dtype=np.int64)
@@ -58,7 +63,7 @@ def example_indices(seed: int, step: int, batch_size: int, num_examples: int,
   out = np.empty(len(positions), dtype=np.int64)
   for epoch in np.unique(epochs):  # one or two epochs (more only if b > N)
     rows = epochs == epoch
-    out[rows] = epoch_permutation(seed, int(epoch), num_examples)[offsets[rows]]
+    out[rows] = permutation(seed, int(epoch), num_examples)[offsets[rows]]
   return out
 
 

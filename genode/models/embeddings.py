@@ -10,6 +10,9 @@ Both take noise labels of shape (B,) and return (B, dim) features:
   [cos 2πf·c, sin 2πf·c]. The frequencies are fixed, not trained: they are drawn from
   numpy's legacy `RandomState(seed)`, whose stream numpy keeps frozen across
   versions, so they are the same in every process and never need to be checkpointed.
+
+`MappingNetwork` turns them (plus an optional class label, with a null class for
+classifier-free guidance) into the embedding that every residual block receives.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ def _check(noise_labels: jax.Array, dim: int) -> None:
 
 def positional_embedding(noise_labels: jax.Array, dim: int,
                          max_positions: float = 10_000.0) -> jax.Array:
-  """Sinusoidal features (B,) → (B, dim): [sin(c·ω_k), cos(c·ω_k)], ω_k = max^(−k/(dim/2−1))."""
+  """Sinusoidal features (B,) → (B, dim): [sin(c·ω_k), cos(c·ω_k)].
+
+  ω_k = max_positions^(−k/(dim/2 − 1)), k = 0 … dim/2 − 1.
+  """
   _check(noise_labels, dim)
   half = dim // 2
   freqs = (1.0 / max_positions) ** (jnp.arange(half, dtype=jnp.float32) / (half - 1))
@@ -59,7 +65,8 @@ def get_embedding(name: str):
   try:
     return EMBEDDINGS[name]
   except KeyError:
-    raise ValueError(f"Unknown embedding_type {name!r}; valid types: {sorted(EMBEDDINGS)}") from None
+    raise ValueError(
+        f"Unknown embedding_type {name!r}; valid types: {sorted(EMBEDDINGS)}") from None
 
 
 def labels_or_null(class_labels: jax.Array | None, batch_size: int, num_classes: int,

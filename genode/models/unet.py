@@ -176,7 +176,8 @@ class UNet(nn.Module):
         skips.append(h)
       for i in range(self.num_res_blocks):
         attn = res in self.attention_resolutions
-        h = block(self.base_channels * mult, attention=attn, name=f"enc{res}_block{i}")(h, emb, train)
+        h = block(self.base_channels * mult, attention=attn,
+                  name=f"enc{res}_block{i}")(h, emb, train)
         skips.append(h)
 
     # Decoder.

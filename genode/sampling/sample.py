@@ -9,11 +9,14 @@ grid of σ's (k-diffusion's convention: a last 0 means a final step to σ = 0). 
 | heun           | `Heun` (EDM Alg. 1)      | σ or t | 2/step                 | —       |
 | dpmpp_2m       | `DPMSolverPP2M`          | λ      | 1/step                 | —       |
 | dpmpp_3m       | `DPMSolverPP3M`          | λ      | 1/step                 | —       |
+| dpmpp_3m_kdiffusion | `DPMSolverPP3M(kdiffusion=True)` | λ | 1/step          | —       |
 | tsit5, dopri5  | `Tsit5`/`Dopri5` + PID   | σ or t | 6/step + 1 (+retries)  | rtol, atol, max_steps |
 | edm_stochastic | `EDMStochasticHeun`      | λ      | 2/step                 | S_churn, S_tmin, S_tmax, S_noise |
 | reverse_sde    | `Euler` (Euler–Maruyama) | σ      | 1/step                 | —       |
 
-("step" counts rejected steps too.) The final step to σ = 0, when the grid ends at 0,
+("step" counts rejected steps too. `dpmpp_3m` is third order; `dpmpp_3m_kdiffusion` is
+k-diffusion's `sample_dpmpp_3m_sde(eta=0)` update exactly, which is only second order:
+see `DPMSolverPP3M`.) The final step to σ = 0, when the grid ends at 0,
 is x = D(x; σ_last) for every solver: it *is* the Euler step to 0 (k-diffusion's
 Euler/Heun/DPM-Solver++ all end this way), for `edm_stochastic` it follows Algorithm 2's
 churn at σ_last, for `reverse_sde` it is the usual last denoising ("noise removal",
@@ -279,6 +282,8 @@ SOLVERS: dict[str, _Method] = {
     "heun": _Method(_runge_kutta(diffrax.Heun(), 2), native=True),
     "dpmpp_2m": _Method(_multistep(custom.DPMSolverPP2M()), native=True),
     "dpmpp_3m": _Method(_multistep(custom.DPMSolverPP3M()), native=True),
+    "dpmpp_3m_kdiffusion": _Method(_multistep(custom.DPMSolverPP3M(kdiffusion=True)),
+                                   native=True),
     "tsit5": _Method(_adaptive(diffrax.Tsit5()), AdaptiveOptions, native=True),
     "dopri5": _Method(_adaptive(diffrax.Dopri5()), AdaptiveOptions, native=True),
     "edm_stochastic": _Method(_edm_stochastic, ChurnOptions, _final_churn_denoise,

@@ -12,8 +12,8 @@ i.e. `terms.vf(λ, x, args)` is D(x; σ = e^{−λ}); `func` returns the ODE's v
 D − x. Each step makes a fixed number of denoiser calls (NFE per step below).
 
 * `DPMSolverPP2M`: DPM-Solver++(2M), k-diffusion's `sample_dpmpp_2m` (1 NFE/step).
-* `DPMSolverPP3M`: DPM-Solver++(3M), k-diffusion's `sample_dpmpp_3m_sde` with η = 0
-  (1 NFE/step).
+* `DPMSolverPP3M`: DPM-Solver++(3M) (1 NFE/step), third order; `kdiffusion=True` is
+  k-diffusion's `sample_dpmpp_3m_sde` with η = 0 exactly (second order, see the class).
 * `EDMStochasticHeun`: EDM Algorithm 2 (Karras et al. 2022): churn, then a Heun step
   (2 NFE/step); the churn noise of step i is drawn from `fold_in(key, i)`.
 
@@ -94,15 +94,29 @@ class _History3(NamedTuple):
 
 
 class DPMSolverPP3M(_ExponentialSolver):
-  """DPM-Solver++(3M), as k-diffusion's `sample_dpmpp_3m_sde` with η = 0.
+  """DPM-Solver++(3M) (Lu et al. 2022), third order, in k-diffusion's conventions.
 
-  x_{i+1} = e^{−h}·x_i + (1 − e^{−h})·D_i + φ₂·d₁ − φ₃·d₂, φ₂ = (e^{−h} − 1)/h + 1,
-  φ₃ = φ₂/h − ½, with d₁, d₂ the first and second divided differences of the last
-  three D's in λ (only φ₂·(D_i − D_{i−1})/r on the second step; none on the first).
+  With the data-prediction form in λ the exact step is
+  x(λ + h) = e^{−h}·x + (1 − e^{−h})·D + h·φ₂·D' − h²·φ₃·D'' + O(h⁴),
+  φ₂ = (e^{−h} − 1)/h + 1, φ₃ = φ₂/h − ½. From the last three D's (step ratios
+  r0 = h_{i−1}/h, r1 = h_{i−2}/h): d₁_0 = (D_i − D_{i−1})/r0, d₁_1 = (D_{i−1} − D_{i−2})/r1,
+  d₁ = d₁_0 + (d₁_0 − d₁_1)·r0/(r0 + r1) ≈ h·D', and the second divided difference
+  d₂ = 2·(d₁_0 − d₁_1)/(r0 + r1) ≈ h²·D'':
+
+      x_{i+1} = e^{−h}·x_i + (1 − e^{−h})·D_i + φ₂·d₁ − φ₃·d₂.
+
+  The second step uses φ₂·d₁_0 only, the first none (as k-diffusion).
+
+  `kdiffusion=True` reproduces k-diffusion's `sample_dpmpp_3m_sde` (η = 0) exactly,
+  which (like the DPM-Solver reference code) uses d₂ = (d₁_0 − d₁_1)/(r0 + r1) ≈ h²D''/2:
+  its D'' term is half the Taylor one, so its local error is O(h³) and it converges at
+  second order only (tests/test_sampling.py measures both).
   """
 
+  kdiffusion: bool = False
+
   def order(self, terms):
-    return 3
+    return 2 if self.kdiffusion else 3
 
   def init(self, terms, t0, t1, y0, args):
     dtype = jnp.result_type(t0, t1)
@@ -122,7 +136,7 @@ class DPMSolverPP3M(_ExponentialSolver):
     d1_0 = (denoised - s.denoised_1) / r0
     d1_1 = (s.denoised_1 - s.denoised_2) / r1
     d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
+    d2 = (1 if self.kdiffusion else 2) * (d1_0 - d1_1) / (r0 + r1)
     third = phi_2 * d1 - phi_3 * d2
     # Second order (one previous D).
     second = phi_2 * d1_0

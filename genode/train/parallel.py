@@ -91,12 +91,16 @@ class DataParallel:
     return jax.device_put(tree, self.devices[0], may_alias=False)
 
   def unreplicate(self, tree: Any) -> Any:
-    """The replicated layout → one copy on this process's first device."""
+    """The replicated layout → one copy on this process's first device.
+
+    A copy: later (donating) steps do not invalidate it, so it can be checkpointed or
+    evaluated while training goes on.
+    """
     if self.mode == "shard_map":
-      return jax.tree.map(lambda x: x.addressable_shards[0].data, tree)
+      return jax.tree.map(lambda x: _copy(x.addressable_shards[0].data), tree)
     if self.mode == "pmap":
       return jax.tree.map(lambda x: x[0], tree)
-    return tree
+    return jax.tree.map(_copy, tree)
 
   def shard_batch(self, batch: Any) -> Any:
     """This process's batch (B_local, ...) leaves → the step's sharded layout.
@@ -154,3 +158,7 @@ class DataParallel:
       return state, jax.tree.map(lambda x: x[0], metrics)
 
     return run
+
+
+def _copy(x: jax.Array) -> jax.Array:
+  return jax.device_put(x, x.sharding, may_alias=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -49,13 +50,12 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
   init_key, dropout_key, run_key = jax.random.split(_typed(key), 3)
   noise_labels = jnp.zeros(example_x.shape[:1], example_x.dtype)
   labels = {} if class_labels is None else {"class_labels": class_labels}
-
-  @jax.jit
-  def init(x, noise_labels, labels):
-    return model.init({"params": init_key, "dropout": dropout_key}, x, noise_labels,
-                      train=False, **labels)
-
-  variables = init(example_x, noise_labels, labels)
+  try:
+    hash(model)
+    init = _init_variables
+  except TypeError:  # a module with unhashable fields (e.g. a list): initialize eagerly
+    init = _init_variables.__wrapped__
+  variables = init(model, init_key, dropout_key, example_x, noise_labels, labels)
   other = sorted(set(variables) - {"params"})
   if other:
     raise ValueError(f"The model has variable collections {other} besides 'params'; the "
@@ -68,6 +68,13 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
       opt_state=optimizer.init(params),
       rng=jax.random.key_data(run_key),
   )
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _init_variables(model, init_key, dropout_key, x, noise_labels, labels):
+  """model.init, compiled once per (model, shapes): flax modules are hashable."""
+  return model.init({"params": init_key, "dropout": dropout_key}, x, noise_labels, train=False,
+                    **labels)
 
 
 def _typed(key: jax.Array) -> jax.Array:

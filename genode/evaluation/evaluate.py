@@ -1,0 +1,456 @@
+"""Evaluation of a trained workdir: sample quality per sampler setting, and NLL in bits/dim.
+
+`evaluate_workdir(workdir, eval_config, step, params)` restores a checkpoint and, for
+every sampler setting of the eval config (fixed-grid solvers × steps, adaptive solvers ×
+tolerances; see configs/eval.py), draws samples and writes under
+`<workdir>/eval/<step>/` (`<step>-raw/` for the raw parameters):
+
+  <setting>.json     sampler, NFE used, timings, every metric, seed, genode version
+  <setting>.png      a sample grid (a scatter plot for 2-D data)
+  likelihood.json    NLL of the test split (sampler independent)
+  results.md         the Markdown table of all settings
+  quality_vs_nfe.png the headline metric against NFE, one line per solver
+
+Metrics (METRICS):
+  feature_fd            Fréchet distance of a small classifier's features (digits, MNIST;
+                        `feature_net`) between samples and the train split, its floor (test
+                        vs train split) and their ratio
+  fid                   Inception-v3 FID vs the train split (skipped, with how to get the
+                        weights, when the weights file is missing)
+  sliced_wasserstein    SW₂ vs fresh samples of the true 2-D distribution
+  mmd                   unbiased MMD² (Gaussian kernel, stated bandwidth) vs the same
+  true_log_likelihood   mean log p_data(sample) where the toy density is known
+  nll                   −log-likelihood of test examples through `genode.likelihood`
+
+Image samples are quantized to 8 bits (as a PNG would store them) before any feature
+metric. Everything is a pure function of the eval config's seed: the same seed gives the
+same numbers (timings aside). Names are checked before anything is restored or compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import genode
+from genode import images as images_lib
+from genode import likelihood as likelihood_lib
+from genode import sampling
+from genode.evaluation import feature_net as feature_net_lib
+from genode.evaluation import frechet
+from genode.evaluation import inception
+from genode.evaluation import report
+from genode.evaluation import toy_metrics
+
+METRICS = ("feature_fd", "fid", "sliced_wasserstein", "mmd", "true_log_likelihood", "nll")
+_TOY_METRICS = ("sliced_wasserstein", "mmd", "true_log_likelihood")
+PARAMS = ("ema", "raw")
+TRACES = ("auto", "exact", "hutchinson")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSetting:
+  """One sampler: a fixed-grid solver with `steps` on `grid`, or an adaptive one at `tol`."""
+
+  solver: str
+  grid: str = "karras"
+  steps: int = 18
+  tol: float | None = None  # adaptive solvers: rtol = atol = tol
+
+  @property
+  def name(self) -> str:
+    if self.tol is not None:
+      return f"{self.solver}_tol{self.tol:g}"
+    return f"{self.solver}_{self.grid}{self.steps}"
+
+  @property
+  def options(self) -> dict:
+    return {} if self.tol is None else {"rtol": self.tol, "atol": self.tol}
+
+  def describe(self) -> dict:
+    return dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
+                steps=None if self.tol is not None else self.steps, tol=self.tol)
+
+
+# ---------------------------------------------------------------------------
+# The eval config: settings and checks (before anything runs).
+# ---------------------------------------------------------------------------
+
+
+def sampler_settings(eval_config: ml_collections.ConfigDict) -> list[SamplerSetting]:
+  """solvers × steps on the grid, then adaptive_solvers × tolerances."""
+  fixed = [SamplerSetting(s, eval_config.grid, int(n))
+           for s in eval_config.solvers for n in eval_config.steps]
+  adaptive = [SamplerSetting(s, tol=float(t))
+              for s in eval_config.adaptive_solvers for t in eval_config.tolerances]
+  return fixed + adaptive
+
+
+def check_eval_config(eval_config: ml_collections.ConfigDict, params: str = "ema") -> None:
+  """ValueError naming the valid choices for an unknown solver, grid, metric, params, trace."""
+  adaptive = sorted(k for k, m in sampling.SOLVERS.items()
+                    if m.options is sampling.AdaptiveOptions)
+  fixed = sorted(set(sampling.SOLVERS) - set(adaptive))
+  for solver in eval_config.solvers:
+    if solver not in fixed:
+      raise ValueError(f"Unknown solver {solver!r} in eval.solvers; valid fixed-grid solvers: "
+                       f"{fixed} (adaptive ones go in eval.adaptive_solvers: {adaptive})")
+  for solver in eval_config.adaptive_solvers:
+    if solver not in adaptive:
+      raise ValueError(f"Unknown solver {solver!r} in eval.adaptive_solvers; valid adaptive "
+                       f"solvers: {adaptive}")
+  if eval_config.grid not in sampling.GRIDS:
+    raise ValueError(f"Unknown grid {eval_config.grid!r}; valid grids: {list(sampling.GRIDS)}")
+  unknown = [m for m in eval_config.metrics if m not in METRICS]
+  if unknown:
+    raise ValueError(f"Unknown metric(s) {unknown}; valid metrics: {list(METRICS)}")
+  if params not in PARAMS:
+    raise ValueError(f"Unknown params {params!r}; valid: {list(PARAMS)}")
+  if eval_config.nll.trace not in TRACES:
+    raise ValueError(f"Unknown nll.trace {eval_config.nll.trace!r}; valid: {list(TRACES)}")
+  if any(int(n) < 1 for n in eval_config.steps):
+    raise ValueError(f"eval.steps must be >= 1, got {eval_config.steps}")
+
+
+def resolve_metrics(eval_config, dataset) -> tuple[str, ...]:
+  """The metrics to compute for `dataset` (the defaults when eval.metrics is empty)."""
+  name = getattr(dataset, "name", "?")
+  is_toy = len(dataset.shape) == 1
+  if not eval_config.metrics:
+    if is_toy:
+      return ("sliced_wasserstein", "mmd") + (
+          ("true_log_likelihood",) if _has_log_prob(dataset) else ()) + ("nll",)
+    return ("feature_fd" if name in feature_net_lib.FEATURE_NETS else "fid", "nll")
+  metrics = tuple(eval_config.metrics)
+  for metric in metrics:
+    if metric in _TOY_METRICS and not is_toy:
+      raise ValueError(f"Metric {metric!r} is for 2-D toy data; dataset {name!r} has shape "
+                       f"{dataset.shape}")
+    if metric in ("fid", "feature_fd") and is_toy:
+      raise ValueError(f"Metric {metric!r} is for images; dataset {name!r} is 2-D")
+    if metric == "feature_fd" and name not in feature_net_lib.FEATURE_NETS:
+      raise ValueError(f"Metric 'feature_fd' has feature networks for "
+                       f"{sorted(feature_net_lib.FEATURE_NETS)}, not {name!r} (use 'fid')")
+    if metric == "true_log_likelihood" and not _has_log_prob(dataset):
+      raise ValueError(f"Metric 'true_log_likelihood' needs a known density; toy2d "
+                       f"{dataset.distribution!r} has none")
+  return metrics
+
+
+def _has_log_prob(dataset) -> bool:
+  try:
+    dataset.log_prob(np.zeros((1, 2)))
+    return True
+  except NotImplementedError:
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Workdirs.
+# ---------------------------------------------------------------------------
+
+
+def evaluate_workdir(workdir: str, eval_config: ml_collections.ConfigDict,
+                     step: int | None = None, params: str = "ema") -> list[dict]:
+  """Evaluates a workdir's checkpoint (newest readable by default); returns the records.
+
+  Raises ValueError for unknown names (before anything is restored), FileNotFoundError /
+  `genode.train.checkpoint.CheckpointError` for a missing workdir, no checkpoints, a
+  missing step or no readable checkpoint. Only `<workdir>/eval/` is written.
+  """
+  from genode.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+  check_eval_config(eval_config, params)
+  restored = checkpoint.restore_workdir(workdir, step)
+  weights = restored.state.ema_params if params == "ema" else restored.state.params
+  name = str(restored.step) if params == "ema" else f"{restored.step}-raw"
+  out_dir = os.path.join(workdir, "eval", name)
+  return evaluate_experiment(restored.experiment, weights, eval_config, out_dir,
+                             extra=dict(workdir=os.path.abspath(workdir), step=restored.step,
+                                        params=params))
+
+
+def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigDict,
+                        out_dir: str, extra: dict | None = None) -> list[dict]:
+  """Evaluates `weights` of an `Experiment` with every sampler setting; writes `out_dir`.
+
+  Returns one record per sampler setting, then the likelihood record (if "nll" is asked).
+  """
+  check_eval_config(eval_config)
+  dataset = experiment.dataset
+  metrics = resolve_metrics(eval_config, dataset)
+  settings = sampler_settings(eval_config)
+  num = _num_samples(eval_config, dataset)
+  base = dict(extra or {}, dataset=getattr(dataset, "name", "?"), seed=int(eval_config.seed),
+              genode_version=genode.__version__, num_samples=num)
+  logging.info("Evaluating %d sampler settings × metrics %s → %s", len(settings), metrics,
+               out_dir)
+  scorer = _Scorer.build(experiment, eval_config, metrics, num)
+  os.makedirs(out_dir, exist_ok=True)
+  records = []
+  for setting in settings:
+    x, run = _draw_samples(experiment, weights, setting, num, eval_config)
+    record = dict(base, kind="samples", name=setting.name, sampler=setting.describe(), **run)
+    record["metrics"] = scorer(x)
+    images_lib.save_samples(os.path.join(out_dir, setting.name + ".png"),
+                            x[:eval_config.grid_samples], getattr(dataset, "to_uint8", None))
+    _write_json(os.path.join(out_dir, setting.name + ".json"), record)
+    logging.info("%s: NFE %s, %s", setting.name, run["nfe"], record["metrics"])
+    records.append(record)
+  if "nll" in metrics:
+    record = dict(base, kind="likelihood", name="likelihood",
+                  **negative_log_likelihood(experiment, weights, eval_config))
+    record.pop("num_samples")
+    _write_json(os.path.join(out_dir, "likelihood.json"), record)
+    records.append(record)
+  report.write_report(out_dir, records)
+  return records
+
+
+def _num_samples(eval_config, dataset) -> int:
+  if eval_config.num_samples:
+    return int(eval_config.num_samples)
+  return int(min(len(dataset.split("test")["x"]), eval_config.max_samples))
+
+
+def _write_json(path, record):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(_plain(record), f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _plain(value):
+  """JSON-able: numpy scalars → Python; non-finite floats → None."""
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, np.bool_):
+    return bool(value)
+  return value
+
+
+# ---------------------------------------------------------------------------
+# Sampling.
+# ---------------------------------------------------------------------------
+
+
+def _draw_samples(experiment, weights, setting: SamplerSetting, num: int, eval_config):
+  """`num` samples (num, *shape) in batches of the same size, and the run's costs.
+
+  Batch i uses key fold_in(key(seed), i); a conditional model gets labels 0…K−1 cycling.
+  """
+  batch = min(int(eval_config.batch_size), num)
+  sigmas = jnp.asarray(experiment.sampler_sigmas(grid=setting.grid, steps=setting.steps))
+  labels = experiment.grid_labels(batch)
+  fn = jax.jit(lambda p, key, labels: experiment.sample(
+      p, key, batch, solver=setting.solver, sigmas=sigmas, class_labels=labels,
+      **setting.options))
+  root = jax.random.key(int(eval_config.seed))
+  start = time.perf_counter()
+  compiled = fn.lower(weights, root, labels).compile()
+  compile_s = time.perf_counter() - start
+  out, nfe = [], []
+  finite = True
+  start = time.perf_counter()
+  for i in range(math.ceil(num / batch)):
+    x, info = compiled(weights, jax.random.fold_in(root, i), labels)
+    out.append(np.asarray(x))
+    nfe.append(int(info.nfe))
+    finite &= bool(info.finite)
+  sample_s = time.perf_counter() - start
+  x = np.concatenate(out)[:num]
+  return x, dict(nfe=float(np.mean(nfe)), nfe_max=int(max(nfe)), finite=finite,
+                 sigma_max=float(sigmas[0]), sigma_min=float(sigmas[sigmas > 0][-1]),
+                 compile_s=compile_s, sample_s=sample_s,
+                 samples_per_s=num / max(sample_s, 1e-9))
+
+
+# ---------------------------------------------------------------------------
+# Sample-quality metrics: references are prepared once, then applied to each sample set.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Scorer:
+  """samples (N, *shape) → {metric: value}, with reference statistics computed once."""
+
+  functions: list[Callable[[np.ndarray], dict]]
+
+  @classmethod
+  def build(cls, experiment, eval_config, metrics, num) -> "_Scorer":
+    dataset = experiment.dataset
+    functions = []
+    if "feature_fd" in metrics:
+      functions.append(_feature_fd_metric(dataset))
+    if "fid" in metrics:
+      functions.append(_fid_metric(dataset, eval_config.inception_weights))
+    toy = [m for m in metrics if m in _TOY_METRICS]
+    if toy:
+      functions.append(_toy_metric(dataset, toy, eval_config, num))
+    return cls(functions)
+
+  def __call__(self, x) -> dict:
+    result = {"num_nonfinite_samples": int(np.sum(~np.all(np.isfinite(
+        x.reshape(len(x), -1)), axis=1)))}
+    for fn in self.functions:
+      result.update(fn(x))
+    return result
+
+
+def _as_8bit(dataset, x) -> np.ndarray:
+  """Samples as the 8-bit images they would be saved as, back in [−1, 1]."""
+  x = np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+  return dataset.to_uint8(x).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def _image_split(dataset, which):
+  images, labels = dataset.arrays(which)
+  return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0), labels
+
+
+def _feature_fd_metric(dataset):
+  name = dataset.name
+  train_x, train_y = _image_split(dataset, "train")
+  test_x, test_y = _image_split(dataset, "test")
+  spec = feature_net_lib.get_feature_net_spec(name)
+  net = feature_net_lib.load_or_train_feature_net(name, spec, train_x, train_y, test_x, test_y)
+  train_stats = frechet.feature_stats(net.features(train_x))
+  floor = frechet.frechet_distance_from_stats(frechet.feature_stats(net.features(test_x)),
+                                              train_stats)
+
+  def metric(x):
+    fd = frechet.frechet_distance_from_stats(
+        frechet.feature_stats(net.features(_as_8bit(dataset, x))), train_stats)
+    return dict(feature_fd=fd, feature_fd_floor=floor, feature_fd_ratio=fd / floor,
+                feature_net=str(net.path.name) if net.path else None,
+                feature_net_test_accuracy=net.test_accuracy, feature_fd_num_test=len(test_x))
+
+  return metric
+
+
+def _fid_metric(dataset, weights_path):
+  try:
+    variables = inception.load_weights(weights_path)
+  except FileNotFoundError as e:
+    logging.warning("FID skipped: %s", e)
+    return lambda x: dict(fid=None, fid_skipped=str(e))
+  train_stats = frechet.feature_stats(
+      inception.inception_features(variables, _image_split(dataset, "train")[0]))
+  return lambda x: dict(fid=frechet.frechet_distance_from_stats(
+      frechet.feature_stats(inception.inception_features(variables, _as_8bit(dataset, x))),
+      train_stats))
+
+
+def _toy_metric(dataset, metrics, eval_config, num):
+  # Fresh true samples, independent of the training batches and of the splits.
+  truth = dataset.sample(jax.random.fold_in(jax.random.key(int(eval_config.seed)), 7919), num)
+  truth = np.asarray(truth, np.float64)
+  bandwidth = float(eval_config.toy.mmd_bandwidth)
+  projections = int(eval_config.toy.num_projections)
+
+  def metric(x):
+    x = np.asarray(x, np.float64)
+    if not np.all(np.isfinite(x)):
+      return {m: None for m in metrics}
+    out = {}
+    if "sliced_wasserstein" in metrics:
+      out["sliced_wasserstein"] = toy_metrics.sliced_wasserstein(
+          x, truth, num_projections=projections, seed=int(eval_config.seed))
+      out["sliced_wasserstein_num_projections"] = projections
+    if "mmd" in metrics:
+      out["mmd2"] = toy_metrics.mmd_squared(x, truth, bandwidth=bandwidth)
+      out["mmd_bandwidth"] = bandwidth
+    if "true_log_likelihood" in metrics:
+      out["true_log_likelihood"] = float(np.mean(dataset.log_prob(x)))
+      out["true_log_likelihood_of_true_samples"] = float(np.mean(dataset.log_prob(truth)))
+    return out
+
+  return metric
+
+
+# ---------------------------------------------------------------------------
+# Likelihood.
+# ---------------------------------------------------------------------------
+
+
+def negative_log_likelihood(experiment, weights, eval_config) -> dict:
+  """NLL of the first `nll.num_examples` test examples (bits/dim; nats for 2-D data).
+
+  Images are uniformly dequantized 8-bit data (genode.likelihood's convention); the
+  trace is exact up to `nll.exact_max_dim` dimensions, Hutchinson above (or as set).
+  The standard error is over examples (and, with num_probes > 1, the probe one is given).
+  """
+  cfg, dataset = eval_config.nll, experiment.dataset
+  dim = math.prod(dataset.shape)
+  trace = cfg.trace if cfg.trace != "auto" else (
+      "exact" if dim <= cfg.exact_max_dim else "hutchinson")
+  quantized = dataset.quantization_levels > 0
+  if quantized:
+    levels, labels = dataset.arrays("test")
+  else:
+    levels, labels = dataset.split("test")["x"], None
+  n = min(int(cfg.num_examples), len(levels))
+  batch = min(int(cfg.batch_size), n)
+  sampler = experiment.config.sampler
+  sigma_min = sampler.sigma_min or experiment.formulation.sigma_min
+  sigma_max = sampler.sigma_max or experiment.formulation.sigma_max
+  conditional = experiment.num_classes > 0
+
+  @jax.jit
+  def run(params, x, key, labels):
+    denoiser = experiment.denoiser(params, labels if conditional else None)
+    return likelihood_lib.log_likelihood(
+        denoiser, x, sigma_min=sigma_min, sigma_max=sigma_max, trace=trace,
+        key=key if trace == "hutchinson" else None,
+        num_probes=int(cfg.num_probes), rtol=cfg.rtol, atol=cfg.atol)
+
+  root = jax.random.fold_in(jax.random.key(int(eval_config.seed)), 104729)
+  logps, probe_err, nfe = [], [], []
+  start = time.perf_counter()
+  for i in range(math.ceil(n / batch)):
+    idx = np.arange(i * batch, (i + 1) * batch) % n  # the last batch wraps (one compile)
+    dq_key, probe_key = jax.random.split(jax.random.fold_in(root, i))
+    if quantized:
+      x = likelihood_lib.dequantize(dq_key, levels[idx], num_levels=dataset.quantization_levels)
+    else:
+      x = jnp.asarray(levels[idx])
+    lab = None if labels is None or not conditional else jnp.asarray(labels[idx])
+    logp, info = run(weights, x.astype(jnp.float32), probe_key, lab)
+    keep = min(batch, n - i * batch)
+    logps.append(np.asarray(logp)[:keep])
+    nfe.append(int(info.nfe))
+    if info.stderr is not None:
+      probe_err.append(np.asarray(info.stderr)[:keep])
+  logp = np.concatenate(logps).astype(np.float64)
+  if quantized:
+    per_example = np.asarray(likelihood_lib.bits_per_dim(
+        logp, dim, data_scale=2.0, num_levels=dataset.quantization_levels))
+  else:
+    per_example = -logp / (dim * math.log(2.0))  # continuous data: no dequantization
+  result = dict(
+      nll_bits_per_dim=float(per_example.mean()),
+      nll_bits_per_dim_stderr=float(per_example.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+      nll_nats=float(-logp.mean()), num_examples=n, split="test", trace=trace,
+      num_probes=int(cfg.num_probes) if trace == "hutchinson" else 0,
+      dequantization="uniform" if quantized else None, sigma_min=float(sigma_min),
+      sigma_max=float(sigma_max), rtol=float(cfg.rtol), atol=float(cfg.atol),
+      conditional=conditional, nfe=float(np.mean(nfe)), wall_s=time.perf_counter() - start)
+  if probe_err:
+    result["hutchinson_stderr_nats_mean"] = float(np.concatenate(probe_err).mean())
+  return result
