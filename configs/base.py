@@ -113,15 +113,15 @@ def digits_config(formulation: str, arg: str | None = None) -> ml_collections.Co
   config = get_base_config()
   config.formulation = formulation_config(formulation)
   config.model = ml_collections.ConfigDict(dict(
-      name="unet", base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
+      name="unet", base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
       attention_resolutions=(4,), dropout=0.0, embedding_type="positional",
       num_classes=0, label_dropout=0.0))
   config.data = ml_collections.ConfigDict(dict(name="digits"))
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 100
   config.optim.ema_half_life_images = 20_000.0
-  config.train.update(num_steps=1500, batch_size=128, log_every=100, checkpoint_every=500,
-                      sample_every=1500)
+  config.train.update(num_steps=2000, batch_size=64, log_every=100, checkpoint_every=500,
+                      sample_every=500)
   config.sampler.num_samples = 64
   if arg == "runlocal":
     _runlocal(config)

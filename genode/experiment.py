@@ -105,15 +105,23 @@ class Experiment:
     return self.dataset.train_batch(self.config.seed, step, self.config.train.batch_size,
                                     self.process_index, self.process_count)
 
-  def init_state(self, key: jax.Array | None = None) -> state_lib.TrainState:
-    """A fresh host TrainState (parameters initialized from `key`, default the config seed)."""
-    key = jax.random.key(self.config.seed) if key is None else key
+  def init_state(self, seed: int | None = None) -> state_lib.TrainState:
+    """A fresh TrainState from `seed` (default: the config's seed).
+
+    The parameters are drawn with an "rbg" key (XLA's RngBitGenerator): on CPU the
+    initializer then compiles ~3× faster than with threefry (≈12 s instead of ≈40 s of
+    CPU for the digits U-Net). The run's base key (training noise, dropout) is threefry.
+    """
+    seed = self.config.seed if seed is None else seed
     example = jnp.zeros((1,) + self.data_shape, jnp.float32)
-    return state_lib.create_train_state(self.model, self.optimizer, example, key)
+    labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
+    state = state_lib.create_train_state(self.model, self.optimizer, example,
+                                         jax.random.key(seed, impl="rbg"), labels)
+    return state.replace(rng=jax.random.key_data(jax.random.key(seed)))
 
   def abstract_state(self) -> state_lib.TrainState:
     """The TrainState's shapes and dtypes (`jax.eval_shape`, nothing is computed)."""
-    return jax.eval_shape(self.init_state, jax.random.key(0))
+    return jax.eval_shape(self.init_state)
 
   def train_step(self) -> Callable:
     """The per-device `train_step(state, batch) -> (state, metrics)` (run it via `parallel`)."""

@@ -33,6 +33,7 @@ import math
 from typing import NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -92,20 +93,10 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
   if trace == "hutchinson":
     probes = _probes(key, probe, num_probes, x)
 
-  def drift(x_, sigma):  # dx/dσ = (x − D(x; σ))/σ (EDM eq. 4, σ(t) = t, s = 1)
-    sigma = sigma.astype(x_.dtype)
-    return (x_ - denoiser(x_, jnp.broadcast_to(sigma, x_.shape[:1]))) / sigma
-
-  def vector_field(sigma, state, args):  # d(x, ∫∇·f)/dσ = (f, ∇·f)   (FFJORD eq. 4)
-    del args
-    x_, _ = state
-    if probes is None:
-      return _exact_divergence(lambda z: drift(z, sigma), x_)
-    return _hutchinson_divergence(lambda z: drift(z, sigma), x_, probes)
-
   div0 = jnp.zeros(x.shape[:1] if probes is None else probes.shape[:2], x.dtype)
   solution = diffrax.diffeqsolve(
-      diffrax.ODETerm(vector_field), solver_obj, t0=sigma_min, t1=sigma_max, dt0=None, y0=(x, div0),
+      diffrax.ODETerm(_AugmentedODE(denoiser, probes)), solver_obj, t0=sigma_min,
+      t1=sigma_max, dt0=None, y0=(x, div0),
       stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
       saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
   latent, div = jax.tree.map(lambda leaf: leaf[-1], solution.ys)
@@ -124,6 +115,29 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
       num_probes=0 if probes is None else num_probes, stderr=stderr, latent=latent,
       prior_logp=prior_logp, delta_logp=div)
   return prior_logp + div, info
+
+
+class _AugmentedODE(eqx.Module):
+  """d(x, ∫∇·f)/dσ = (f, ∇·f) (FFJORD eq. 4), f = (x − D(x; σ))/σ (EDM eq. 4).
+
+  An equinox module, so that diffrax's jit cache recognises a repeated solve (same
+  denoiser, new x or probes) and does not recompile.
+  """
+
+  denoiser: Denoiser
+  probes: jax.Array | None  # (K, B, ...) Hutchinson probes, or None for the exact trace
+
+  def drift(self, x, sigma):
+    sigma = sigma.astype(x.dtype)
+    return (x - self.denoiser(x, jnp.broadcast_to(sigma, x.shape[:1]))) / sigma
+
+  def __call__(self, sigma, state, args):
+    del args
+    x, _ = state
+    fn = lambda z: self.drift(z, sigma)
+    if self.probes is None:
+      return _exact_divergence(fn, x)
+    return _hutchinson_divergence(fn, x, self.probes)
 
 
 def _exact_divergence(fn, x):

@@ -36,6 +36,10 @@ def test_create_train_state():
   # A legacy raw key gives the same state as the typed key it holds.
   legacy = create_train_state(TinyMLP(), optimizer, jnp.zeros((BATCH, 2)), jax.random.PRNGKey(0))
   _allclose(legacy.params, state.params, rtol=0, atol=0)
+  # An "rbg" init key still leaves a default-impl (threefry) base key.
+  rbg = create_train_state(TinyMLP(), optimizer, jnp.zeros((BATCH, 2)),
+                           jax.random.key(0, impl="rbg"))
+  assert rbg.rng.shape == state.rng.shape and rbg.key.dtype == state.key.dtype
 
 
 def test_create_train_state_refuses_batch_stats():

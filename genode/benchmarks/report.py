@@ -33,6 +33,7 @@ def environment() -> dict[str, Any]:
       "cpu_count": os.cpu_count(),
       "python": platform.python_version(),
       "machine": platform.machine(),
+      "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
       "utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
   }
 

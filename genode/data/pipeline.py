@@ -21,6 +21,7 @@ import numpy as np
 TAG_BATCH = 0  # (seed, TAG_BATCH, step): per-step samples of generated data
 TAG_EPOCH = 1  # (seed, TAG_EPOCH, epoch): the permutation of a finite dataset
 TAG_SPLIT = 2  # (seed, TAG_SPLIT, split): fixed evaluation samples of generated data
+TAG_SAMPLE = 3  # (seed, TAG_SAMPLE, 0): `sample(seed, n)` of generated data
 
 
 def rng(seed: int, tag: int, index: int) -> np.random.Generator:

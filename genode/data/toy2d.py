@@ -86,7 +86,7 @@ LOG_PROBS = {"8gaussians": _log_prob_eight_gaussians, "checkerboard": _log_prob_
 def _generator(key_or_seed) -> np.random.Generator:
   """A numpy Generator from an int seed or a JAX PRNG key (its raw key data)."""
   if isinstance(key_or_seed, (int, np.integer)):
-    return pipeline.rng(int(key_or_seed), pipeline.TAG_BATCH, 0)
+    return pipeline.rng(int(key_or_seed), pipeline.TAG_SAMPLE, 0)
   import jax
   data = key_or_seed
   if jax.dtypes.issubdtype(getattr(data, "dtype", None), jax.dtypes.prng_key):

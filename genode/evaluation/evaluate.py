@@ -348,8 +348,9 @@ def _fid_metric(dataset, weights_path):
   try:
     variables = inception.load_weights(weights_path)
   except FileNotFoundError as e:
-    logging.warning("FID skipped: %s", e)
-    return lambda x: dict(fid=None, fid_skipped=str(e))
+    message = str(e)
+    logging.warning("FID skipped: %s", message)
+    return lambda x: dict(fid=None, fid_skipped=message)
   train_stats = frechet.feature_stats(
       inception.inception_features(variables, _image_split(dataset, "train")[0]))
   return lambda x: dict(fid=frechet.frechet_distance_from_stats(

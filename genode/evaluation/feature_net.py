@@ -110,28 +110,33 @@ def _apply(module, params, images):
   return module.apply({"params": params}, images)
 
 
-def train_feature_net(spec: FeatureNetSpec, train_x, train_y, test_x, test_y) -> FeatureNet:
-  """Trains the classifier with Adam on cross-entropy (a pure function of spec and data)."""
-  train_x, train_y = np.asarray(train_x, np.float32), np.asarray(train_y, np.int32)
-  module, optimizer = spec.module, optax.adam(spec.learning_rate)
-  params = module.init(jax.random.key(spec.seed), train_x[:1])["params"]
+@jax.jit(static_argnums=0)
+def _train_step(spec: FeatureNetSpec, params, opt_state, x, y):
+  """One Adam step on the mean cross-entropy (compiled once per spec and shapes)."""
 
-  def loss_fn(params, x, y):
-    logits, _ = module.apply({"params": params}, x)
+  def loss_fn(params):
+    logits, _ = spec.module.apply({"params": params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  @jax.jit
-  def step(params, opt_state, x, y):
-    grads = jax.grad(loss_fn)(params, x, y)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+  updates, opt_state = optax.adam(spec.learning_rate).update(jax.grad(loss_fn)(params),
+                                                             opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
 
-  # A Python loop of jitted steps: XLA:CPU runs convolutions ~10× slower inside `lax.scan`.
-  opt_state = optimizer.init(params)
+
+def train_feature_net(spec: FeatureNetSpec, train_x, train_y, test_x, test_y) -> FeatureNet:
+  """Trains the classifier with Adam on cross-entropy (a pure function of spec and data).
+
+  A Python loop of jitted steps: XLA:CPU runs these convolutions ~10× slower inside a
+  `lax.scan`. Batches are drawn with replacement by numpy's generator seeded by spec.seed.
+  """
+  train_x, train_y = np.asarray(train_x, np.float32), np.asarray(train_y, np.int32)
+  # Jitted: an eager flax init compiles every initializer op on its own (tens of seconds).
+  params = jax.jit(spec.module.init)(jax.random.key(spec.seed), train_x[:1])["params"]
+  opt_state = optax.adam(spec.learning_rate).init(params)
   rng = np.random.default_rng(spec.seed)
   for _ in range(spec.train_steps):
     idx = rng.integers(0, train_x.shape[0], spec.batch_size)
-    params, opt_state = step(params, opt_state, train_x[idx], train_y[idx])
+    params, opt_state = _train_step(spec, params, opt_state, train_x[idx], train_y[idx])
   net = FeatureNet(spec, jax.device_get(params), 0.0, None)
   return net._replace(test_accuracy=net.accuracy(test_x, test_y))
 

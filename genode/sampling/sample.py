@@ -334,6 +334,8 @@ def sample(denoiser: Denoiser, x, sigmas, solver: str = "heun", *, key=None,
   opts = _parse_options(solver, method, options)
   if method.stochastic and key is None:
     raise ValueError(f"Solver {solver!r} is stochastic: pass key=<PRNG key>.")
+  if isinstance(key, int):
+    key = jax.random.key(key)
   if formulation is not None and not method.native:
     raise ValueError(f"Solver {solver!r} is defined in σ (s = 1) only; native coordinates "
                      "(formulation=...) work with "
@@ -354,11 +356,15 @@ def sample(denoiser: Denoiser, x, sigmas, solver: str = "heun", *, key=None,
 
 
 def _check_native_grid(formulation: Formulation, sigmas: np.ndarray) -> None:
+  """The grid must map into the formulation's time: σ(σ⁻¹(σ_i)) = σ_i, t strictly decreasing."""
   with jax.ensure_compile_time_eval():
-    ts = np.asarray(formulation.sigma_inv(jnp.asarray(sigmas)))
-  if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) >= 0):
-    raise ValueError(f"The grid {sigmas} maps to times t = {ts} of {formulation}, which are "
-                     "not strictly decreasing: keep it within the formulation's "
+    ts = formulation.sigma_inv(jnp.asarray(sigmas))
+    round_trip = np.asarray(formulation.sigma(ts))
+  ts = np.asarray(ts)
+  if (not np.all(np.isfinite(ts)) or np.any(np.diff(ts) >= 0)
+      or not np.allclose(round_trip, sigmas, rtol=1e-4, atol=0)):
+    raise ValueError(f"The grid {sigmas} does not map into the time t of {formulation} "
+                     f"(t = {ts}, σ(t) = {round_trip}): keep it within the formulation's "
                      f"[sigma_min, sigma_max] = [{formulation.sigma_min}, {formulation.sigma_max}].")
 
 
@@ -375,6 +381,7 @@ def _sample(denoiser, x, sigmas, key, method, options, formulation, ends_at_zero
       counts = _Counts(zero, zero, zero, zero, jnp.ones((), bool))
       if positive.shape[0] >= 2:
         x, counts = method.integrate(problem, x, options)
+      counts = _Counts(*(jnp.asarray(c, jnp.int32) for c in counts[:4]), counts.successful)
       if final_zero:
         x = method.final_step(problem, x, options)
         counts = counts._replace(nfe=counts.nfe + 1, num_steps=counts.num_steps + 1,

@@ -202,7 +202,7 @@ class Checkpointer:
       return []
     manager = ocp.CheckpointManager(self.directory)
     try:
-      return sorted(manager.all_steps(read=True))
+      return sorted(manager.all_steps())
     finally:
       manager.close()
 

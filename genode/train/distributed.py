@@ -32,7 +32,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   Unset arguments come from JAX_COORDINATOR_ADDRESS ("host:port"), JAX_NUM_PROCESSES and
   JAX_PROCESS_ID, then from JAX's cluster detection (SLURM, Open MPI, Cloud TPU, ...).
   With one process (num_processes == 1, or nothing set and no cluster detected) it is a
-  no-op. CPU collectives across processes use gloo. Calling it twice is harmless.
+  no-op, as it is when nothing is set and JAX has already run (a notebook). CPU
+  collectives across processes use gloo. Calling it twice is harmless.
   """
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   num_processes = _env_int("JAX_NUM_PROCESSES", num_processes)
@@ -43,11 +44,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=initialization_timeout)
-  except ValueError as error:
+  except (ValueError, RuntimeError) as error:
     nothing_set = coordinator_address is None and num_processes is None and process_id is None
-    if not (nothing_set and "coordinator_address" in str(error)):
+    if not nothing_set:
       raise
-    logging.info("genode.train.distributed: no coordinator or cluster found; one process.")
+    if isinstance(error, RuntimeError):  # JAX already ran: too late to join a cluster
+      logging.warning("genode.train.distributed: %s; continuing as one process.", error)
+    else:
+      logging.info("genode.train.distributed: no coordinator or cluster found; one process.")
   return process_info()
 
 

@@ -12,6 +12,7 @@ checkpoint repeats the uninterrupted run bit for bit. Around the jitted step:
 * checkpoints every `checkpoint_every` steps and at the end (asynchronous orbax saves);
 * sample grids `<workdir>/samples/step_<k>.png` every `sample_every` steps and at the end,
   from the EMA parameters with `config.sampler` (the sampler is jitted once);
+  `sample_every = 0` writes none;
 * SIGTERM / SIGINT: the loop saves a checkpoint at the current step and returns.
 """
 
@@ -119,7 +120,7 @@ class _Run:
       self.log(step)
     if step % tc.checkpoint_every == 0 or final:
       self.save(step, replicated)
-    if self.is_main and (step % tc.sample_every == 0 or final):
+    if self.is_main and tc.sample_every and (step % tc.sample_every == 0 or final):
       self.write_samples(step, replicated)
 
   def check_finite(self) -> None:

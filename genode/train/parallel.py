@@ -7,7 +7,8 @@ per-device `step(state, batch) -> (state, metrics)` (which may use `lax.pmean`,
 batch) that returns (replicated state, metrics as single scalars).
 
   shard_map  `jax.jit(jax.shard_map(step))` over a 1-D `Mesh` of all devices (all
-             processes: the mesh is global, each process feeds its local shards).
+             processes: the mesh is global, each process feeds its local shards);
+             `check_vma` off by default (one gradient all-reduce; see the class).
   pmap       `jax.pmap(step, axis_name)`: the state carries a leading device axis.
   single     one device; the step is `vmap`ped over `num_shards` shards with the same
              axis name, so an n-device run's numbers are reproduced on one device.
@@ -36,18 +37,27 @@ class DataParallel:
   axis_name: the axis the per-device step reduces over.
   num_shards: "single" only: how many per-device shards to vmap over (default 1).
   donate: donate the input state's buffers to the step (the old state is then invalid).
+  check_vma: "shard_map" only: JAX's static check that outputs are replicated. Off by
+    default: the step is written in the pmap model (it pmeans per-device gradients), and
+    with the check on, the gradient of the replicated params is already device-summed
+    (`genode.train.step` handles that, see "the pmean trap") but its pmean is then a
+    second, redundant all-reduce of the whole gradient. Both give the same numbers.
   """
 
   def __init__(self, mode: str = "shard_map", devices: Sequence[jax.Device] | None = None, *,
-               axis_name: str = "data", num_shards: int | None = None, donate: bool = True):
+               axis_name: str = "data", num_shards: int | None = None, donate: bool = True,
+               check_vma: bool = False):
     if mode not in MODES:
       raise ValueError(f"Unknown data-parallel mode {mode!r}; valid modes: {list(MODES)}")
     if num_shards is not None and mode != "single":
       raise ValueError(f"num_shards is only for mode='single' (mode {mode!r} has one shard "
                        "per device)")
+    if check_vma and mode != "shard_map":
+      raise ValueError(f"check_vma is only for mode='shard_map', got mode {mode!r}")
     self.mode = mode
     self.axis_name = axis_name
     self.donate = donate
+    self.check_vma = check_vma
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
       raise ValueError("DataParallel needs at least one device, got an empty list")
@@ -84,9 +94,9 @@ class DataParallel:
       return jax.tree.map(
           lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
     if self.mode == "pmap":
-      sharding = self._pmap_sharding()
-      return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * len(self.local_devices)),
-                                                   sharding), tree)
+      copies = len(self.local_devices)
+      return jax.device_put(jax.tree.map(lambda x: np.stack([np.asarray(x)] * copies), tree),
+                            self._pmap_sharding())
     # A copy, so that donating the result never invalidates the caller's `tree`.
     return jax.device_put(tree, self.devices[0], may_alias=False)
 
@@ -125,7 +135,9 @@ class DataParallel:
           lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
     split = jax.tree.map(lambda x: np.reshape(x, (shards, size // shards) + np.shape(x)[1:]),
                          batch)
-    return jax.device_put(split, self.devices[0] if self.mode == "single" else self._pmap_sharding())
+    if self.mode == "single":
+      return jax.device_put(split, self.devices[0])
+    return jax.device_put(split, self._pmap_sharding())
 
   def _pmap_sharding(self) -> NamedSharding:
     """The layout of pmap's inputs and outputs: a leading axis over the local devices."""
@@ -143,7 +155,7 @@ class DataParallel:
     if self.mode == "shard_map":
       return jax.jit(
           jax.shard_map(per_device_step, mesh=self.mesh, in_specs=(P(), P(self.axis_name)),
-                        out_specs=(P(), P())),
+                        out_specs=(P(), P()), check_vma=self.check_vma),
           donate_argnums=donate)
     if self.mode == "single":
       return jax.jit(

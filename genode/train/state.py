@@ -66,7 +66,7 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
       params=params,
       ema_params=jax.tree.map(jnp.copy, params),
       opt_state=optimizer.init(params),
-      rng=jax.random.key_data(run_key),
+      rng=_default_impl_key_data(run_key),
   )
 
 
@@ -75,6 +75,18 @@ def _init_variables(model, init_key, dropout_key, x, noise_labels, labels):
   """model.init, compiled once per (model, shapes): flax modules are hashable."""
   return model.init({"params": init_key, "dropout": dropout_key}, x, noise_labels, train=False,
                     **labels)
+
+
+def _default_impl_key_data(key: jax.Array) -> jax.Array:
+  """Raw data of a key of JAX's default impl (threefry): `key`'s own, or drawn from it.
+
+  So that `TrainState.key` (`wrap_key_data`) works whatever impl initialized the params
+  (an "rbg" key compiles large initializers faster on CPU).
+  """
+  if key.dtype == jax.eval_shape(lambda: jax.random.key(0)).dtype:
+    return jax.random.key_data(key)
+  data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+  return jax.random.bits(key, data.shape, data.dtype)
 
 
 def _typed(key: jax.Array) -> jax.Array:

@@ -7,13 +7,14 @@ device's shard of the batch and run over all devices by `genode.train.parallel`
 * keys: k = fold_in(fold_in(rng, step), device index): the noise and dropout at step k on
   device i are a pure function of (seed, k, i), so a resumed run repeats itself exactly;
 * loss: mean over the shard of `denoising_loss` (EDM eq. 8) of the preconditioned network;
-* gradient: of the device-averaged loss. The pmean trap: under `shard_map` (check_vma on)
-  the parameters are replicated (device-invariant) and their gradient is already summed
-  over devices, so pmean(grad(local loss)) is n_devices × the true gradient. We take
-  grad(pmean(loss)) — the true mean gradient under shard_map — and then pmean the
-  gradient, which is the identity there and the needed average under pmap/vmap (where
-  grad(pmean(loss)) is the device's own gradient). tests/test_parallel.py checks it
-  against a one-device gradient.
+* gradient: of the device-averaged loss. The pmean trap: under `shard_map` with
+  check_vma on, the parameters are replicated (device-invariant) and their gradient is
+  already summed over devices, so pmean(grad(local loss)) is n_devices × the true
+  gradient. We take grad(pmean(loss)) — the true mean gradient there — and then pmean
+  the gradient: the identity there (a redundant all-reduce, which is why `DataParallel`
+  turns check_vma off), the needed average under pmap, vmap and shard_map with
+  check_vma off (where grad(pmean(loss)) is the device's own gradient).
+  tests/test_parallel.py checks every mode against a one-device gradient.
 * update: optax, then θ_ema ← β(k)·θ_ema + (1 − β(k))·θ_{k+1}.
 """
 
@@ -73,7 +74,7 @@ def make_train_step(formulation: Formulation, model: nn.Module,
       return lax.pmean(jnp.mean(per_sample), axis_name)
 
     loss, grads = jax.value_and_grad(mean_loss)(state.params)
-    grads = lax.pmean(grads, axis_name)  # identity under shard_map; the average under pmap
+    grads = lax.pmean(grads, axis_name)  # the average (identity under shard_map + check_vma)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     beta = ema_decay_fn(state.step)

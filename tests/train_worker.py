@@ -1,0 +1,43 @@
+"""Subprocess helper for tests/test_loop.py: trains the runlocal toy2d config in a workdir.
+
+  python tests/train_worker.py WORKDIR NUM_STEPS CHECKPOINT_EVERY [KILL_AFTER_STEP]
+
+With KILL_AFTER_STEP the process SIGKILLs itself right after the checkpoint of that step
+is committed (a crash at the worst moment for a resume: between two checkpoints).
+"""
+
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from configs import toy2d_edm  # noqa: E402
+from genode.train import checkpoint  # noqa: E402
+from genode.train import loop  # noqa: E402
+
+
+def resume_config(num_steps: int, checkpoint_every: int):
+  """The config that test_loop trains straight through and this worker in pieces."""
+  config = toy2d_edm.get_config("runlocal")
+  config.train.update(num_steps=num_steps, checkpoint_every=checkpoint_every, log_every=2,
+                      sample_every=0, keep_checkpoints=10)
+  return config
+
+
+def main(workdir, num_steps, checkpoint_every, kill_after=None):
+  if kill_after is not None:
+    save = checkpoint.Checkpointer.save
+
+    def save_then_die(self, state, step=None):
+      save(self, state, step)
+      if step == kill_after:
+        self.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.Checkpointer.save = save_then_die
+  loop.train(resume_config(num_steps, checkpoint_every), workdir)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1], *map(int, sys.argv[2:]))
