@@ -121,7 +121,7 @@ def digits_config(formulation: str, arg: str | None = None) -> ml_collections.Co
   config.optim.warmup_steps = 100
   config.optim.ema_half_life_images = 20_000.0
   config.train.update(num_steps=2000, batch_size=64, log_every=100, checkpoint_every=500,
-                      sample_every=500)
+                      sample_every=2000)
   config.sampler.num_samples = 64
   if arg == "runlocal":
     _runlocal(config)

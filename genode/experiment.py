@@ -13,6 +13,7 @@ guidance) and samples through `genode.sampling`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -120,7 +121,11 @@ class Experiment:
     return state.replace(rng=jax.random.key_data(jax.random.key(seed)))
 
   def abstract_state(self) -> state_lib.TrainState:
-    """The TrainState's shapes and dtypes (`jax.eval_shape`, nothing is computed)."""
+    """The TrainState's shapes and dtypes (`jax.eval_shape`, nothing is computed; cached)."""
+    return self._abstract_state
+
+  @functools.cached_property
+  def _abstract_state(self) -> state_lib.TrainState:
     return jax.eval_shape(self.init_state)
 
   def train_step(self) -> Callable:

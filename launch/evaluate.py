@@ -10,6 +10,7 @@ See configs/eval.py for the fields and genode/evaluation/evaluate.py for the out
 
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -21,8 +22,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.tra
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest readable).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _DEFAULT_EVAL = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "eval.py")
-_EVAL = config_flags.DEFINE_config_file("eval", _DEFAULT_EVAL, "The eval config.",
-                                        lock_config=True)
+try:  # with a default file, ml_collections applies --eval.<field> overrides right here
+  _EVAL = config_flags.DEFINE_config_file("eval", _DEFAULT_EVAL, "The eval config.",
+                                          lock_config=True)
+except (AttributeError, KeyError, TypeError, ValueError) as error:
+  _argv = sys.argv + ([] if any(a.startswith("--eval=") for a in sys.argv)
+                      else [f"--eval={_DEFAULT_EVAL}"])
+  sys.exit(config_flags_util.override_error_message(_argv, "eval", error))
 flags.mark_flag_as_required("workdir")
 
 

@@ -14,6 +14,7 @@ from genode.benchmarks import kdiffusion_reference as kdiff
 from genode.benchmarks import report
 from genode.benchmarks import sampling
 from genode.gaussians import Gaussian
+from genode.sampling import append_zero, karras_sigmas, sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +55,6 @@ def test_linear_multistep_coeffs_integrate_polynomials():
 
 
 def test_genode_heun_equals_kdiffusion_heun(x64):
-  from genode.sampling import append_zero, karras_sigmas, sample  # pylint: disable=g-import-not-at-top
   g = Gaussian.random(jax.random.key(0), 3)
   x_t = 80.0 * jax.random.normal(jax.random.key(1), (4, 3))
   sigmas = kdiff.get_sigmas_karras(6, 0.002, 80.0)

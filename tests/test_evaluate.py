@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 
@@ -166,6 +165,7 @@ def digits_experiment(monkeypatch, tmp_path):
   return experiment, experiment.init_state(0).ema_params
 
 
+@pytest.mark.slow
 def test_digits_feature_fd_floor_ratio_and_missing_inception(digits_experiment, tmp_path):
   experiment, params = digits_experiment
   config = _eval_config(num_samples=32, batch_size=32, adaptive_solvers=(),

@@ -16,7 +16,7 @@ from genode.formulations import get_formulation
 
 CONFIG_NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(os.path.dirname(__file__), "..", "configs", "*.py"))
-                      if not os.path.basename(p).startswith(("_", "base")))
+                      if not os.path.basename(p).startswith(("_", "base", "eval")))
 
 
 def get_config(name, arg=None, tmp_path=None):
@@ -131,19 +131,23 @@ def test_classifier_free_guidance_is_the_linear_mix():
   config = get_config("toy2d_edm", "runlocal")
   config.model.update(num_classes=3, label_dropout=0.1)
   experiment = Experiment.from_config(config, dataset=_LabelledToy())
-  params = experiment.init_state().params
-  # Randomize the (zero-initialized) output layer so the denoiser depends on the label.
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
-                        params)
+  # Random parameters (the zero-initialized output layer would hide the label).
+  shapes = experiment.abstract_state().params
+  keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(shapes))))
+  params = jax.tree.map(lambda s: 0.3 * jax.random.normal(next(keys), s.shape), shapes)
   x = jax.random.normal(jax.random.key(2), (5, 2))
   sigma = jnp.full((5,), 0.7)
   labels = jnp.array([0, 1, 2, 0, 1])
-  d_u = experiment.denoiser(params)(x, sigma)
-  d_c = experiment.denoiser(params, labels)(x, sigma)
+
+  @jax.jit
+  def denoised(params):
+    return [experiment.denoiser(params, labels, guidance_scale=w)(x, sigma)
+            for w in (0.0, 1.0, 2.5)] + [experiment.denoiser(params)(x, sigma)]
+
+  d_0, d_c, d_w, d_u = denoised(params)
   assert not np.allclose(d_u, d_c)
-  for w in (0.0, 2.5):
-    d_w = experiment.denoiser(params, labels, guidance_scale=w)(x, sigma)
-    np.testing.assert_allclose(d_w, d_u + w * (d_c - d_u), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_0, d_u, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_w, d_u + 2.5 * (d_c - d_u), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="class_labels"):
     experiment.denoiser(params, None, guidance_scale=2.0)
 
@@ -158,7 +162,7 @@ def test_sampler_sigmas_follow_the_config():
                           formulation=f))
   config.sampler.update(grid="uniform_t", steps=5, sigma_max=10.0)
   sigmas = Experiment.from_config(config, validate=False).sampler_sigmas()
-  assert sigmas.shape == (7,) and sigmas[-1] == 0
+  assert sigmas.shape == (6,) and sigmas[-1] == 0  # 5 steps: 5 σ's and the final 0
   np.testing.assert_allclose([sigmas[0], sigmas[-2]], [10.0, f.sigma_min], rtol=1e-5)
 
 

@@ -94,6 +94,7 @@ def test_preprocess_is_bilinear_with_half_pixel_centres():
     inception.preprocess(jnp.zeros((2, 8, 8, 2)))
 
 
+@pytest.mark.slow
 def test_weights_file_round_trip_and_features(shapes, tmp_path):
   # torch-layout random weights → convert → .npz → load → pool3 features on 75×75 input
   # (the smallest Inception-v3 accepts); features are post-ReLU averages, deterministic.

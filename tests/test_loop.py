@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import digits_edm, toy2d_edm
-from genode.experiment import Experiment
+from genode.experiment import Experiment, sample_workdir
 from genode.train import checkpoint, loop
 from genode.train.checkpoint import Checkpointer
 
@@ -26,9 +26,16 @@ def restore(workdir, step):
   return Checkpointer(workdir).restore(experiment.abstract_state(), step)
 
 
-def run_worker(*args, expect_kill=False):
+@pytest.fixture(scope="module")
+def worker_env(tmp_path_factory):
+  """A compilation cache shared by this module's runs and its subprocesses (same programs)."""
+  with train_worker.persistent_compilation_cache(str(tmp_path_factory.mktemp("xla"))) as env:
+    yield env
+
+
+def run_worker(env, *args, expect_kill=False):
   result = subprocess.run([sys.executable, WORKER, *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=env)
   if expect_kill:
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
   else:
@@ -37,14 +44,14 @@ def run_worker(*args, expect_kill=False):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
+def test_resume_after_sigkill_is_bit_identical(tmp_path, worker_env):
   num_steps, every, kill_after = 8, 3, 3
   straight = str(tmp_path / "straight")
   loop.train(train_worker.resume_config(num_steps, every), straight)
   pieces = str(tmp_path / "pieces")
-  run_worker(pieces, num_steps, every, kill_after, expect_kill=True)
+  run_worker(worker_env, pieces, num_steps, every, kill_after, expect_kill=True)
   assert Checkpointer(pieces).steps() == [3]
-  log = run_worker(pieces, num_steps, every)  # the same command again
+  log = run_worker(worker_env, pieces, num_steps, every)  # the same command again
   assert "Resuming" in log and "from checkpoint 3" in log
   assert Checkpointer(pieces).steps() == Checkpointer(straight).steps() == [3, 6, 8]
   a, b = restore(straight, num_steps), restore(pieces, num_steps)
@@ -80,7 +87,7 @@ def small_toy(num_steps=6):
   return config
 
 
-def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, worker_env):
   config = small_toy()
   experiment = Experiment.from_config(config, validate=False)
   poisoned = Experiment.from_config(config, dataset=_Poisoned(experiment.dataset, nan_from=3),
@@ -93,7 +100,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
-def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, worker_env):
   config = small_toy(num_steps=50)
   experiment = Experiment.from_config(config, validate=False)
   stopping = Experiment.from_config(config, dataset=_Poisoned(experiment.dataset, term_at=4),
@@ -106,7 +113,7 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module", [toy2d_edm, digits_edm], ids=["toy2d", "digits"])
-def test_runlocal_configs_train_end_to_end(module, tmp_path):
+def test_runlocal_configs_train_end_to_end(module, tmp_path, worker_env):
   config = module.get_config("runlocal")
   workdir = str(tmp_path)
   state = loop.train(config, workdir)
@@ -123,3 +130,11 @@ def test_runlocal_configs_train_end_to_end(module, tmp_path):
   restored = checkpoint.restore_workdir(workdir)
   assert restored.step == n
   jax.tree.map(np.testing.assert_array_equal, restored.state.ema_params, state.ema_params)
+  if module is toy2d_edm:  # launch.sample's library call, on the same workdir
+    record = sample_workdir(workdir, solver="euler", steps=3, num_samples=5,
+                            out=str(tmp_path / "s"))
+    assert record["nfe"] == 3 and record["finite"] and record["step"] == n
+    assert np.load(record["npz"])["x"].shape == (5, 2)
+    assert os.path.exists(record["png"])
+    with pytest.raises(ValueError, match="heun"):
+      sample_workdir(workdir, solver="nonexistent")

@@ -86,7 +86,10 @@ def test_ideal_denoiser_has_zero_loss_without_noise(x64):
 
 @pytest.mark.parametrize("name", sorted(FORMULATIONS))
 def test_denoising_loss_draws_sigma_then_noise(name, x64):
-  """denoising_loss(key) = weighted error at σ ~ p_train(k₁), n ~ N(0, I)(k₂), (k₁, k₂) = split(key)."""
+  """denoising_loss(key) = the weighted error at σ ~ p_train(k₁), n ~ N(0, I)(k₂).
+
+  (k₁, k₂) = split(key): the loss is a pure function of the key.
+  """
   f = get_formulation(name)
   d = precondition(f, random_network(jax.random.key(7)))
   y = jax.random.normal(jax.random.key(8), (BATCH, 2, DIM))  # non-flat samples

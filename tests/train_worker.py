@@ -4,13 +4,17 @@
 
 With KILL_AFTER_STEP the process SIGKILLs itself right after the checkpoint of that step
 is committed (a crash at the worst moment for a resume: between two checkpoints).
+`persistent_compilation_cache` lets the test's processes share compiled programs.
 """
 
+import contextlib
 import os
 import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from absl import logging  # noqa: E402
 
 from configs import toy2d_edm  # noqa: E402
 from genode.train import checkpoint  # noqa: E402
@@ -25,7 +29,29 @@ def resume_config(num_steps: int, checkpoint_every: int):
   return config
 
 
+_CACHE_OPTIONS = {"jax_compilation_cache_dir": None,
+                  "jax_persistent_cache_min_compile_time_secs": 0,
+                  "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@contextlib.contextmanager
+def persistent_compilation_cache(directory: str):
+  """JAX's on-disk compilation cache in `directory`, for this process and (via the yielded
+  environment) for subprocesses; the previous settings are restored after."""
+  import jax  # pylint: disable=g-import-not-at-top
+  options = dict(_CACHE_OPTIONS, jax_compilation_cache_dir=directory)
+  previous = {name: getattr(jax.config, name) for name in options}
+  for name, value in options.items():
+    jax.config.update(name, value)
+  try:
+    yield dict(os.environ, **{name.upper(): str(value) for name, value in options.items()})
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
+
+
 def main(workdir, num_steps, checkpoint_every, kill_after=None):
+  logging.set_verbosity(logging.INFO)
   if kill_after is not None:
     save = checkpoint.Checkpointer.save
 

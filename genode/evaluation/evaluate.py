@@ -34,7 +34,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from absl import logging
 import jax
