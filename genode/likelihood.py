@@ -38,13 +38,14 @@ import jax
 import jax.numpy as jnp
 
 from genode.denoiser import Denoiser
+from genode.sampling.solvers import FirstStepRetryCounter
 
 _SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
 _TRACES = ("exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
 # Dopri5 and Tsit5 are 7-stage first-same-as-last: 6 new evaluations per step
-# (accepted or rejected), plus 1 for the first stage of the first step (counted
-# with a callback in tests/test_likelihood.py).
+# (accepted or rejected), plus 1 for the first stage of the first step, redone at each
+# retry of that step (counted with a callback in tests/test_likelihood.py).
 _EVALS_PER_STEP = 6
 _EVALS_AT_START = 1
 
@@ -97,8 +98,9 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
   solution = diffrax.diffeqsolve(
       diffrax.ODETerm(_AugmentedODE(denoiser, probes)), solver_obj, t0=sigma_min,
       t1=sigma_max, dt0=None, y0=(x, div0),
-      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-      saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
+      stepsize_controller=FirstStepRetryCounter(diffrax.PIDController(rtol=rtol, atol=atol)),
+      saveat=diffrax.SaveAt(t1=True, controller_state=True), max_steps=max_steps)
+  _, _, first_step_retries = solution.controller_state
   latent, div = jax.tree.map(lambda leaf: leaf[-1], solution.ys)
 
   prior_logp = _gaussian_log_prob(latent, sigma_max)
@@ -109,7 +111,7 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
     div = jnp.mean(div, axis=0)
   stats = solution.stats
   info = LikelihoodInfo(
-      nfe=_EVALS_AT_START + _EVALS_PER_STEP * stats["num_steps"],
+      nfe=_EVALS_AT_START + first_step_retries + _EVALS_PER_STEP * stats["num_steps"],
       num_steps=stats["num_steps"], num_accepted_steps=stats["num_accepted_steps"],
       num_rejected_steps=stats["num_rejected_steps"],
       num_probes=0 if probes is None else num_probes, stderr=stderr, latent=latent,

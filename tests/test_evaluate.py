@@ -119,6 +119,8 @@ def test_bad_workdirs(workdir, tmp_path):
     for name in names:
       if name != "commit_success.txt":
         open(os.path.join(root, name), "wb").close()
+  with pytest.raises(checkpoint.CheckpointError, match="Checkpoint 4 in .* is unreadable"):
+    evaluate.evaluate_workdir(str(broken), config, step=4)
   before = _snapshot(broken)
   records = evaluate.evaluate_workdir(str(broken), config)
   assert records[0]["step"] == 2 and _snapshot(broken) == before

@@ -95,14 +95,16 @@ def test_preprocess_is_bilinear_with_half_pixel_centres():
 
 
 @pytest.mark.slow
-def test_weights_file_round_trip_and_features(shapes, tmp_path):
-  # torch-layout random weights → convert → .npz → load → pool3 features on 75×75 input
-  # (the smallest Inception-v3 accepts); features are post-ReLU averages, deterministic.
+def test_weights_file_round_trip_and_features(shapes, tmp_path, monkeypatch):
+  # torch-layout random weights → `python -m genode.evaluation.convert_inception` (torch.load
+  # replaced) → .npz → load → pool3 features on 75×75 input (the smallest Inception-v3
+  # accepts); features are post-ReLU averages, deterministic.
   rng = np.random.default_rng(1)
   state = _torch_state_dict(shapes, rng)
-  flat = convert_inception.convert_state_dict(state)
-  path = tmp_path / "inception.npz"
-  np.savez(path, **flat)
+  monkeypatch.setattr(convert_inception, "_load_torch_state_dict",
+                      lambda path: state if path == "fid.pth" else None)
+  path = tmp_path / "sub" / "inception.npz"
+  convert_inception.main(["--input=fid.pth", f"--output={path}"])
   variables = inception.load_weights(path)
   np.testing.assert_array_equal(
       variables["params"]["Mixed_5b"]["branch5x5_2"]["conv"]["kernel"][1, 3],

@@ -40,7 +40,7 @@ from genode.formulations import EDM
 from genode.gaussians import Gaussian, GaussianMixture
 from genode.sampling import append_zero, karras_sigmas, sample
 
-FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m")
+FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_kdiffusion")
 ADAPTIVE_SOLVERS = ("tsit5", "dopri5")
 
 

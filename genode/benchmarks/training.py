@@ -10,8 +10,9 @@ For each config (`configs/<name>.py`), in one process:
   already on the device, `num_steps` calls after a compiling one, blocked at the end.
 
 The ratio bare images/s ÷ loop images/s is the loop's overhead (target ≤ 1.10).
-On CPU the batch is capped (`CPU_BATCH`) so a CIFAR-10-size U-Net step takes seconds;
-elsewhere the config's batch is used. A dataset whose files are absent (CIFAR-10 by
+On CPU the batch is capped (`CPU_MAX_BATCH_VALUES`: 16 CIFAR-10 images; digits keep
+their batch) so a CIFAR-10-size U-Net step takes seconds; elsewhere the config's batch
+is used. A dataset whose files are absent (CIFAR-10 by
 default) is replaced by synthetic data of the same shape (a pure function of the step).
 
   python -m launch.benchmark train --train_configs=digits_edm,cifar10_edm --train_steps=20
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import tempfile
 import time
@@ -37,7 +39,10 @@ from genode.losses import denoising_loss
 from genode.train import loop
 from genode.train import metrics as metrics_lib
 
-CPU_BATCH = 16
+# On CPU the batch is capped at this many input values per step (16 CIFAR-10 images).
+CPU_MAX_BATCH_VALUES = 16 * 32 * 32 * 3
+# Example shapes of the datasets read from files, for synthetic stand-ins.
+FILE_DATASET_SHAPES = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,20 +65,20 @@ class SyntheticImages:
 def benchmark_config(name: str, num_steps: int, batch_size: int | None = None) -> dict:
   """Images/s of the full loop and of the bare step for `configs/<name>.py`."""
   config = importlib.import_module(f"configs.{name}").get_config()
-  if batch_size is None:
-    batch_size = config.train.batch_size
-    if jax.default_backend() == "cpu":
-      batch_size = min(batch_size, CPU_BATCH)
-  config.train.update(batch_size=batch_size, num_steps=num_steps + 1, log_every=num_steps + 1,
-                      checkpoint_every=max(1, (num_steps + 1) // 2), sample_every=0,
-                      keep_checkpoints=2)
   config.parallel = "single" if jax.device_count() == 1 else config.parallel
   dataset, synthetic = None, False
   if "path" in config.data and not os.path.exists(config.data.path):
-    probe = Experiment.from_config(config, dataset=SyntheticImages(config.data.name, (1,)),
-                                   validate=False)
-    shape = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1)}[config.data.name]
-    dataset, synthetic = SyntheticImages(config.data.name, shape, probe.num_classes), True
+    shape = FILE_DATASET_SHAPES[config.data.name]
+    dataset, synthetic = SyntheticImages(config.data.name, shape), True
+  if batch_size is None:
+    batch_size = config.train.batch_size
+    if jax.default_backend() == "cpu":
+      values = math.prod((dataset or Experiment.from_config(config, validate=False).dataset)
+                         .shape)
+      batch_size = max(1, min(batch_size, CPU_MAX_BATCH_VALUES // values))
+  config.train.update(batch_size=batch_size, num_steps=num_steps + 1, log_every=num_steps + 1,
+                      checkpoint_every=max(1, (num_steps + 1) // 2), sample_every=0,
+                      keep_checkpoints=2)
   experiment = Experiment.from_config(config, dataset=dataset)
   with tempfile.TemporaryDirectory() as workdir:
     loop.train_experiment(experiment, workdir)

@@ -171,7 +171,15 @@ def evaluate_workdir(workdir: str, eval_config: ml_collections.ConfigDict,
   from genode.train import checkpoint  # pylint: disable=g-import-not-at-top
 
   check_eval_config(eval_config, params)
-  restored = checkpoint.restore_workdir(workdir, step)
+  try:
+    restored = checkpoint.restore_workdir(workdir, step)
+  except (FileNotFoundError, checkpoint.CheckpointError):
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught  # orbax's bare errors
+    raise checkpoint.CheckpointError(
+        f"Checkpoint {step} in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)} is "
+        f"unreadable ({type(e).__name__}: {e}); evaluate another --step, or omit --step for "
+        "the newest readable one") from e
   weights = restored.state.ema_params if params == "ema" else restored.state.params
   name = str(restored.step) if params == "ema" else f"{restored.step}-raw"
   out_dir = os.path.join(workdir, "eval", name)

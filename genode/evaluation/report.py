@@ -85,6 +85,9 @@ def plot_quality_vs_nfe(records: list[dict], path: str, metric: str | None = Non
   ax.set_yscale("log")
   ax.set_xlabel("NFE")
   ax.set_ylabel(metric)
+  first = next(r for r in records if r.get("kind") == "samples")
+  ax.set_title(f"{first.get('dataset')} step {first.get('step')}, {first.get('num_samples')} "
+               "samples", fontsize=10)
   ax.legend()
   ax.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
