@@ -7,8 +7,9 @@ s = 1) with prior x(σ_max) ~ N(0, σ_max² I). Its density at σ_min is
     log p(x) = log N(x(σ_max); 0, σ_max² I) + ∫_{σ_min}^{σ_max} ∇·f(x(σ); σ) dσ,
 
 x(σ_min) = x (FFJORD eq. 4, integrated forward from the data to the prior). The
-ODE and the divergence integral are solved together by `diffrax.diffeqsolve` with
-an adaptive Dopri5/Tsit5 and a `PIDController`, with σ itself as the time. (The
+ODE and the divergence integral are solved together by
+`genode.sampling.solve_adaptive` (diffrax's adaptive Dopri5/Tsit5 with a
+`PIDController`), with σ itself as the time. (The
 same ODE in u = ln σ, dx/du = x − D, needs ~1.5× the steps for the same error on
 the closed-form Gaussian and ring problems: the tolerance is relative and x grows
 with σ.)
@@ -32,22 +33,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from genode.denoiser import Denoiser
-from genode.sampling.solvers import FirstStepRetryCounter
+from genode.sampling import adaptive
 
-_SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
 _TRACES = ("exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
-# Dopri5 and Tsit5 are 7-stage first-same-as-last: 6 new evaluations per step
-# (accepted or rejected), plus 1 for the first stage of the first step, redone at each
-# retry of that step (counted with a callback in tests/test_likelihood.py).
-_EVALS_PER_STEP = 6
-_EVALS_AT_START = 1
 
 
 class LikelihoodInfo(NamedTuple):
@@ -83,11 +77,15 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
     solver: "dopri5" or "tsit5".
     max_steps: diffrax's step limit; exceeding it raises.
 
+  NFE (drift evaluations, each a denoiser call and its JVPs) is counted as in
+  `genode.sampling.adaptive`: 2 for the starting step size, 1 for the first FSAL stage
+  (+1 per retry of the first step), 6 per step.
+
   Returns:
     logp (B,) in nats, and a `LikelihoodInfo`.
   """
   sigma_min, sigma_max = _check_range(sigma_min, sigma_max)
-  solver_obj = _lookup(solver, _SOLVERS, "solver")()
+  _lookup(solver, adaptive.ADAPTIVE_SOLVERS, "solver")
   if trace not in _TRACES:
     raise ValueError(f"Unknown trace {trace!r}; expected one of {list(_TRACES)}")
   probes = None
@@ -95,13 +93,9 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
     probes = _probes(key, probe, num_probes, x)
 
   div0 = jnp.zeros(x.shape[:1] if probes is None else probes.shape[:2], x.dtype)
-  solution = diffrax.diffeqsolve(
-      diffrax.ODETerm(_AugmentedODE(denoiser, probes)), solver_obj, t0=sigma_min,
-      t1=sigma_max, dt0=None, y0=(x, div0),
-      stepsize_controller=FirstStepRetryCounter(diffrax.PIDController(rtol=rtol, atol=atol)),
-      saveat=diffrax.SaveAt(t1=True, controller_state=True), max_steps=max_steps)
-  _, _, first_step_retries = solution.controller_state
-  latent, div = jax.tree.map(lambda leaf: leaf[-1], solution.ys)
+  (latent, div), counts = adaptive.solve_adaptive(
+      _AugmentedODE(denoiser, probes), (x, div0), sigma_min, sigma_max, solver=solver,
+      rtol=rtol, atol=atol, max_steps=max_steps, throw=True)
 
   prior_logp = _gaussian_log_prob(latent, sigma_max)
   stderr = None
@@ -109,11 +103,10 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
     if num_probes > 1:
       stderr = jnp.std(div, axis=0, ddof=1) / math.sqrt(num_probes)
     div = jnp.mean(div, axis=0)
-  stats = solution.stats
   info = LikelihoodInfo(
-      nfe=_EVALS_AT_START + first_step_retries + _EVALS_PER_STEP * stats["num_steps"],
-      num_steps=stats["num_steps"], num_accepted_steps=stats["num_accepted_steps"],
-      num_rejected_steps=stats["num_rejected_steps"],
+      nfe=counts.nfe, num_steps=counts.num_steps,
+      num_accepted_steps=counts.num_accepted_steps,
+      num_rejected_steps=counts.num_rejected_steps,
       num_probes=0 if probes is None else num_probes, stderr=stderr, latent=latent,
       prior_logp=prior_logp, delta_logp=div)
   return prior_logp + div, info

@@ -94,6 +94,7 @@ def test_quick_benchmark_writes_reports(tmp_path):
   assert results["quick"] and results["environment"]["backend"] == "cpu"
   for accuracy in results["accuracy"]:
     assert accuracy["heun_vs_kdiffusion_max_abs_diff"] < 1e-10
+    assert accuracy["lms_vs_kdiffusion_max_abs_diff"] < 1e-10
     assert accuracy["karras_grid_vs_kdiffusion_max_abs_diff"] == 0.0
     genode_euler, kdiff_euler = (
         [r["rms_error"] for r in accuracy["runs"] if r["library"] == lib and r["solver"] == "euler"]

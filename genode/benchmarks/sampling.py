@@ -40,7 +40,7 @@ from genode.formulations import EDM
 from genode.gaussians import Gaussian, GaussianMixture
 from genode.sampling import append_zero, karras_sigmas, sample
 
-FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_kdiffusion")
+FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms")
 ADAPTIVE_SOLVERS = ("tsit5", "dopri5")
 
 
@@ -136,20 +136,22 @@ def _accuracy(problem: Problem, bench: SamplingBenchmark) -> dict:
   if problem.closed_form:  # how exact the tight Dopri5 reference (used for the ring) is
     x_min = tight_flow(problem.denoiser, x_t, bench.sigma_max, bench.sigma_min)
     reference_check = _rms(problem.denoiser(x_min, bench.sigma_min), exact)
-  runs, heun_vs_kdiff, grid_diff = [], 0.0, 0.0
+  runs, grid_diff = [], 0.0
+  same_rule = {"heun": 0.0, "lms": 0.0}  # genode vs k-diffusion, max |Δ| on the same grid
 
   def numpy_model(x, sigma):  # k-diffusion's model(x, sigma * s_in)
     return np.asarray(problem.denoiser(jnp.asarray(x), jnp.asarray(sigma)))
 
   for budget in bench.budgets:
+    genode_out = {}
     for solver in FIXED_GRID_SOLVERS:
       sigmas = append_zero(karras_sigmas(steps_for_budget(solver, budget), bench.sigma_min,
                                          bench.sigma_max, bench.rho))
       x, info = sample(problem.denoiser, x_t, sigmas, solver)
       runs.append(dict(library="genode", solver=solver, budget=budget, steps=len(sigmas) - 1,
                        nfe=int(info.nfe), rms_error=_rms(x, exact)))
-      if solver == "heun":
-        heun_genode = np.asarray(x)
+      if solver in same_rule:
+        genode_out[solver] = np.asarray(x)
     for name, (sampler, nfe_of) in kdiff.SAMPLERS.items():
       n = steps_for_budget(name, budget)
       sigmas = kdiff.get_sigmas_karras(n, bench.sigma_min, bench.sigma_max, bench.rho)
@@ -158,8 +160,8 @@ def _accuracy(problem: Problem, bench: SamplingBenchmark) -> dict:
       x = sampler(numpy_model, np.asarray(x_t), sigmas)
       runs.append(dict(library="k-diffusion", solver=name, budget=budget, steps=n,
                        nfe=nfe_of(n), rms_error=_rms(x, exact)))
-      if name == "heun":
-        heun_vs_kdiff = max(heun_vs_kdiff, float(np.max(np.abs(x - heun_genode))))
+      if name in same_rule:
+        same_rule[name] = max(same_rule[name], float(np.max(np.abs(x - genode_out[name]))))
 
   endpoints = np.asarray([bench.sigma_max, bench.sigma_min, 0.0])
   for solver in ADAPTIVE_SOLVERS:
@@ -169,7 +171,8 @@ def _accuracy(problem: Problem, bench: SamplingBenchmark) -> dict:
                        steps=int(info.num_steps), nfe=int(info.nfe), rms_error=_rms(x, exact)))
   return {"problem": problem.name, "dim": problem.dim, "num_samples": bench.num_samples,
           "data_scale": float(np.sqrt(np.mean(exact**2))), "runs": runs,
-          "heun_vs_kdiffusion_max_abs_diff": heun_vs_kdiff,
+          "heun_vs_kdiffusion_max_abs_diff": same_rule["heun"],
+          "lms_vs_kdiffusion_max_abs_diff": same_rule["lms"],
           "karras_grid_vs_kdiffusion_max_abs_diff": grid_diff,
           "tight_dopri5_vs_closed_form_rms": reference_check,
           "best_per_budget": _best_per_budget(runs, bench.budgets)}
@@ -301,7 +304,8 @@ def to_markdown(results: dict) -> str:
         ["NFE budget", "best genode", "NFE", "RMS error", "best k-diffusion", "NFE",
          "RMS error", "genode / k-diffusion"], rows), ""]
     lines += [f"genode `heun` vs k-diffusion `sample_heun` on the same grids: max |Δ| = "
-              f"{acc['heun_vs_kdiffusion_max_abs_diff']:.2e} (float64 rounding); "
+              f"{acc['heun_vs_kdiffusion_max_abs_diff']:.2e}, `lms` vs `sample_lms`: "
+              f"{acc['lms_vs_kdiffusion_max_abs_diff']:.2e} (float64 rounding); "
               f"`karras_sigmas` vs `get_sigmas_karras`: max |Δ| = "
               f"{acc['karras_grid_vs_kdiffusion_max_abs_diff']:.2e}.", ""]
     if acc["tight_dopri5_vs_closed_form_rms"] is not None:

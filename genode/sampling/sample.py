@@ -9,20 +9,25 @@ grid of σ's (k-diffusion's convention: a last 0 means a final step to σ = 0). 
 | heun           | `Heun` (EDM Alg. 1)      | σ or t | 2/step                 | —       |
 | dpmpp_2m       | `DPMSolverPP2M`          | λ      | 1/step                 | —       |
 | dpmpp_3m       | `DPMSolverPP3M`          | λ      | 1/step                 | —       |
-| dpmpp_3m_kdiffusion | `DPMSolverPP3M(kdiffusion=True)` | λ | 1/step          | —       |
-| tsit5, dopri5  | `Tsit5`/`Dopri5` + PID   | σ or t | 6/step + 1 (+retries)  | rtol, atol, max_steps |
+| dpmpp_3m_taylor | `DPMSolverPP3M(taylor=True)` | λ | 1/step                | —       |
+| lms            | `LinearMultistep`        | σ      | 1/step                 | order (4) |
+| tsit5, dopri5  | `Tsit5`/`Dopri5` + PID   | σ or t | 6/step + 3 (+retries)  | rtol, atol, max_steps |
 | edm_stochastic | `EDMStochasticHeun`      | λ      | 2/step                 | S_churn, S_tmin, S_tmax, S_noise |
 | reverse_sde    | `Euler` (Euler–Maruyama) | σ      | 1/step                 | —       |
 
-("step" counts rejected steps too. `dpmpp_3m` is third order; `dpmpp_3m_kdiffusion` is
-k-diffusion's `sample_dpmpp_3m_sde(eta=0)` update exactly, which is only second order:
-see `DPMSolverPP3M`.) The final step to σ = 0, when the grid ends at 0,
-is x = D(x; σ_last) for every solver: it *is* the Euler step to 0 (k-diffusion's
-Euler/Heun/DPM-Solver++ all end this way), for `edm_stochastic` it follows Algorithm 2's
-churn at σ_last, for `reverse_sde` it is the usual last denoising ("noise removal",
-Song et al. 2021) and for the adaptive solvers, which integrate from the first to the
-last positive σ (the grid's interior points are ignored), it is a final denoise. It
-costs 1 NFE.
+("step" counts rejected steps too. `dpmpp_3m` is the published DPM-Solver++(3M) update,
+k-diffusion's `sample_dpmpp_3m_sde(eta=0)` exactly, second order asymptotically but the
+more accurate at 5–32 steps; `dpmpp_3m_taylor` is the Taylor-consistent third-order
+variant: see `DPMSolverPP3M`. `lms` is k-diffusion's `sample_lms`, linear multistep of
+order `order` in σ, its coefficients computed once from the concrete grid: it needs a
+concrete (non-traced) grid.) The final step to σ = 0, when the grid ends at 0, is
+x = D(x; σ_last) for every solver except `lms` (which takes its multistep step to 0, as
+k-diffusion does): it *is* the Euler step to 0 (k-diffusion's Euler/Heun/DPM-Solver++
+all end this way), for `edm_stochastic` it follows Algorithm 2's churn at σ_last, for
+`reverse_sde` it is the usual last denoising ("noise removal", Song et al. 2021) and
+for the adaptive solvers, which integrate from the first to the last positive σ (the
+grid's interior points are ignored; the first step size is Hairer's starting step,
+`genode.sampling.adaptive.initial_step`, 2 NFE), it is a final denoise. It costs 1 NFE.
 
 Native coordinates (`formulation=`, for euler/heun/tsit5/dopri5): the formulation's own
 ODE dx/dt = (σ̇/σ + ṡ/s)·x − (σ̇·s/σ)·D(x/s; σ) (EDM eq. 4) in its time t = σ⁻¹(σ_i) on
@@ -47,6 +52,7 @@ import lineax
 import numpy as np
 
 from genode.formulations import Formulation
+from genode.sampling import adaptive
 from genode.sampling import grids
 from genode.sampling import solvers as custom
 
@@ -80,6 +86,13 @@ class AdaptiveOptions:
   rtol: float = 1e-5
   atol: float = 1e-5
   max_steps: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class LMSOptions:
+  """The order of k-diffusion's linear multistep sampler (lower at the first steps)."""
+
+  order: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,18 +162,15 @@ def _reverse_diffusion(sigma, x, args):
 
 class _Problem(NamedTuple):
   denoiser: Denoiser
-  sigmas: jax.Array  # (M,) positive, strictly decreasing, M ≥ 2
+  sigmas: jax.Array  # (M,) strictly decreasing, M ≥ 2, positive (a last 0 only if the
+  #                    method has no separate final step)
   num_steps: int  # steps of the caller's whole grid (incl. a final step to 0)
   key: Any
   formulation: Formulation | None
+  prepared: Any  # the method's `prepare` output (e.g. LMS coefficients), or None
 
 
-class _Counts(NamedTuple):
-  nfe: jax.Array
-  num_steps: jax.Array
-  num_accepted_steps: jax.Array
-  num_rejected_steps: jax.Array
-  successful: jax.Array
+_Counts = adaptive.Counts
 
 
 def _ode_in_coordinates(problem: _Problem, x):
@@ -173,9 +183,9 @@ def _ode_in_coordinates(problem: _Problem, x):
           lambda y, t: y / f.scale(t))
 
 
-def _counts(sol, nfe_per_step: int, nfe_start: int = 0) -> _Counts:
+def _counts(sol, nfe_per_step: int) -> _Counts:
   steps = sol.stats["num_steps"]
-  return _Counts(nfe_start + nfe_per_step * steps, steps, sol.stats["num_accepted_steps"],
+  return _Counts(nfe_per_step * steps, steps, sol.stats["num_accepted_steps"],
                  sol.stats["num_rejected_steps"], sol.result == diffrax.RESULTS.successful)
 
 
@@ -199,24 +209,20 @@ def _runge_kutta(solver: diffrax.AbstractSolver, nfe_per_step: int):
   return integrate
 
 
-def _adaptive(solver: diffrax.AbstractSolver):
+def _adaptive(solver: str):
   """Tsit5/Dopri5 from the first to the last σ of the grid, PIDController(rtol, atol).
 
-  The grid's first step is the first step tried. NFE: 6 per step (rejected ones too),
-  1 for the FSAL start, 1 per retry of a rejected first step.
+  The first step size is diffrax's initial step selection; NFE as in
+  `genode.sampling.adaptive`: 6 per step (rejected ones too), 2 for the step size
+  selection, 1 for the FSAL start, 1 per retry of a rejected first step.
   """
 
   def integrate(problem: _Problem, x, options: AdaptiveOptions):
     vector_field, ts, y0, to_xbar = _ode_in_coordinates(problem, x)
-    controller = custom.FirstStepRetryCounter(
-        diffrax.PIDController(rtol=options.rtol, atol=options.atol))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), solver, t0=ts[0], t1=ts[-1], dt0=ts[1] - ts[0],
-        y0=y0, stepsize_controller=controller,
-        saveat=diffrax.SaveAt(t1=True, controller_state=True), max_steps=options.max_steps,
-        throw=False)
-    _, _, retries = sol.controller_state
-    return to_xbar(sol.ys[0], ts[-1]), _counts(sol, 6, nfe_start=1 + retries)
+    y1, counts = adaptive.solve_adaptive(vector_field, y0, ts[0], ts[-1], solver=solver,
+                                         rtol=options.rtol, atol=options.atol,
+                                         max_steps=options.max_steps)
+    return to_xbar(y1, ts[-1]), counts
 
   return integrate
 
@@ -231,6 +237,19 @@ def _multistep(solver: diffrax.AbstractSolver):
     return sol.ys[0], _counts(sol, 1)
 
   return integrate
+
+
+def _lms_coefficients(sigmas: np.ndarray, options: LMSOptions) -> np.ndarray:
+  return custom.lms_coefficients(sigmas, options.order)
+
+
+def _lms(problem: _Problem, x, options: LMSOptions):
+  """k-diffusion's `sample_lms` in σ over the whole grid, a final 0 included (1 NFE/step)."""
+  del options
+  solver = custom.LinearMultistep(problem.prepared)
+  sol = _fixed_grid_solve(diffrax.ODETerm(_SigmaODE(problem.denoiser)), solver,
+                          problem.sigmas, x)
+  return sol.ys[0], _counts(sol, 1)
 
 
 def _edm_solver(problem: _Problem, options: ChurnOptions) -> custom.EDMStochasticHeun:
@@ -272,7 +291,11 @@ def _final_churn_denoise(problem: _Problem, x, options: ChurnOptions):
 class _Method:
   integrate: Callable  # (problem, x, options) -> (x̄ at sigmas[-1], _Counts)
   options: type = NoOptions
-  final_step: Callable = _final_denoise  # (problem, x, options) -> x̄ at σ = 0 (1 NFE)
+  # (problem, x, options) -> x̄ at σ = 0 (1 NFE); None: `integrate` steps to the 0 itself.
+  final_step: Callable | None = _final_denoise
+  # (concrete grid (M,) float64, options) -> arrays the solver needs (`problem.prepared`);
+  # a method with `prepare` needs a concrete grid.
+  prepare: Callable | None = None
   native: bool = False  # honours formulation= (its own ODE in its time t)
   stochastic: bool = False  # needs key
 
@@ -282,10 +305,10 @@ SOLVERS: dict[str, _Method] = {
     "heun": _Method(_runge_kutta(diffrax.Heun(), 2), native=True),
     "dpmpp_2m": _Method(_multistep(custom.DPMSolverPP2M()), native=True),
     "dpmpp_3m": _Method(_multistep(custom.DPMSolverPP3M()), native=True),
-    "dpmpp_3m_kdiffusion": _Method(_multistep(custom.DPMSolverPP3M(kdiffusion=True)),
-                                   native=True),
-    "tsit5": _Method(_adaptive(diffrax.Tsit5()), AdaptiveOptions, native=True),
-    "dopri5": _Method(_adaptive(diffrax.Dopri5()), AdaptiveOptions, native=True),
+    "dpmpp_3m_taylor": _Method(_multistep(custom.DPMSolverPP3M(taylor=True)), native=True),
+    "lms": _Method(_lms, LMSOptions, final_step=None, prepare=_lms_coefficients),
+    "tsit5": _Method(_adaptive("tsit5"), AdaptiveOptions, native=True),
+    "dopri5": _Method(_adaptive("dopri5"), AdaptiveOptions, native=True),
     "edm_stochastic": _Method(_edm_stochastic, ChurnOptions, _final_churn_denoise,
                               stochastic=True),
     "reverse_sde": _Method(_reverse_sde, stochastic=True),
@@ -344,15 +367,22 @@ def sample(denoiser: Denoiser, x, sigmas, solver: str = "heun", *, key=None,
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"Expected a floating-point x, got dtype {x.dtype}.")
   grids.check_sigmas(sigmas)
+  prepared = None
   if isinstance(sigmas, jax.core.Tracer):
+    if method.prepare is not None:
+      raise ValueError(f"Solver {solver!r} computes its coefficients from the grid once, in "
+                       "NumPy: pass a concrete grid (a NumPy array, e.g. from get_sigmas), "
+                       "not a traced one (make the grid a static argument of your jit).")
     ends_at_zero = None  # decided at run time
   else:
     sigmas = np.asarray(sigmas)
     ends_at_zero = bool(sigmas[-1] == 0)
     if formulation is not None:
       _check_native_grid(formulation, sigmas[:-1] if ends_at_zero else sigmas)
+    if method.prepare is not None:
+      prepared = jnp.asarray(method.prepare(sigmas.astype(np.float64), opts), x.dtype)
   return _sample(denoiser, x, jnp.asarray(sigmas, x.dtype), key, method, opts,
-                 formulation, ends_at_zero, raise_on_nonfinite)
+                 formulation, ends_at_zero, raise_on_nonfinite, prepared)
 
 
 def _check_native_grid(formulation: Formulation, sigmas: np.ndarray) -> None:
@@ -370,19 +400,20 @@ def _check_native_grid(formulation: Formulation, sigmas: np.ndarray) -> None:
 
 @eqx.filter_jit
 def _sample(denoiser, x, sigmas, key, method, options, formulation, ends_at_zero,
-            raise_on_nonfinite):
+            raise_on_nonfinite, prepared):
   """The whole sampler in one jit; `ends_at_zero=None` picks the route at run time."""
 
   def route(final_zero: bool):
     def run(x):
-      positive = sigmas[:-1] if final_zero else sigmas
-      problem = _Problem(denoiser, positive, sigmas.shape[0] - 1, key, formulation)
+      separate_final = final_zero and method.final_step is not None
+      positive = sigmas[:-1] if separate_final else sigmas
+      problem = _Problem(denoiser, positive, sigmas.shape[0] - 1, key, formulation, prepared)
       zero = jnp.zeros((), jnp.int32)
       counts = _Counts(zero, zero, zero, zero, jnp.ones((), bool))
       if positive.shape[0] >= 2:
         x, counts = method.integrate(problem, x, options)
       counts = _Counts(*(jnp.asarray(c, jnp.int32) for c in counts[:4]), counts.successful)
-      if final_zero:
+      if separate_final:
         x = method.final_step(problem, x, options)
         counts = counts._replace(nfe=counts.nfe + 1, num_steps=counts.num_steps + 1,
                                  num_accepted_steps=counts.num_accepted_steps + 1)

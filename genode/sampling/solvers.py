@@ -12,14 +12,18 @@ i.e. `terms.vf(λ, x, args)` is D(x; σ = e^{−λ}); `func` returns the ODE's v
 D − x. Each step makes a fixed number of denoiser calls (NFE per step below).
 
 * `DPMSolverPP2M`: DPM-Solver++(2M), k-diffusion's `sample_dpmpp_2m` (1 NFE/step).
-* `DPMSolverPP3M`: DPM-Solver++(3M) (1 NFE/step), third order; `kdiffusion=True` is
-  k-diffusion's `sample_dpmpp_3m_sde` with η = 0 exactly (second order, see the class).
+* `DPMSolverPP3M`: DPM-Solver++(3M) (1 NFE/step), the published update: k-diffusion's
+  `sample_dpmpp_3m_sde` with η = 0 exactly (second order asymptotically, see the class);
+  `taylor=True` is the Taylor-consistent third-order variant.
+* `LinearMultistep`: k-diffusion's `sample_lms`, linear multistep in σ on the derivatives
+  d = (x − D)/σ (1 NFE/step), with coefficients precomputed from the grid
+  (`lms_coefficients`). Its term is the σ-time vector field, not the data prediction.
 * `EDMStochasticHeun`: EDM Algorithm 2 (Karras et al. 2022): churn, then a Heun step
   (2 NFE/step); the churn noise of step i is drawn from `fold_in(key, i)`.
 
-The multistep history (previous denoised outputs and step sizes) lives in the solver
-state. The final step to σ = 0 (λ = ∞) is not a diffrax step: `genode.sampling.sample`
-makes it (k-diffusion's multistep samplers and Algorithm 2 both end with x = D(x; σ)).
+The multistep history (previous denoised outputs or derivatives, and step sizes) lives in
+the solver state. The final step to σ = 0 (λ = ∞) is not a diffrax step of the solvers in λ:
+`genode.sampling.sample` makes it (k-diffusion's multistep samplers and Algorithm 2 both end with x = D(x; σ)).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import ClassVar, NamedTuple
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
+from numpy.polynomial import polynomial as P
 
 
 def sigma_of_lambda(lam):
@@ -94,29 +100,30 @@ class _History3(NamedTuple):
 
 
 class DPMSolverPP3M(_ExponentialSolver):
-  """DPM-Solver++(3M) (Lu et al. 2022), third order, in k-diffusion's conventions.
+  """DPM-Solver++(3M) (Lu et al. 2022), in k-diffusion's conventions.
 
   With the data-prediction form in λ the exact step is
   x(λ + h) = e^{−h}·x + (1 − e^{−h})·D + h·φ₂·D' − h²·φ₃·D'' + O(h⁴),
   φ₂ = (e^{−h} − 1)/h + 1, φ₃ = φ₂/h − ½. From the last three D's (step ratios
   r0 = h_{i−1}/h, r1 = h_{i−2}/h): d₁_0 = (D_i − D_{i−1})/r0, d₁_1 = (D_{i−1} − D_{i−2})/r1,
-  d₁ = d₁_0 + (d₁_0 − d₁_1)·r0/(r0 + r1) ≈ h·D', and the second divided difference
-  d₂ = 2·(d₁_0 − d₁_1)/(r0 + r1) ≈ h²·D'':
+  d₁ = d₁_0 + (d₁_0 − d₁_1)·r0/(r0 + r1) ≈ h·D', and
 
       x_{i+1} = e^{−h}·x_i + (1 − e^{−h})·D_i + φ₂·d₁ − φ₃·d₂.
 
-  The second step uses φ₂·d₁_0 only, the first none (as k-diffusion).
-
-  `kdiffusion=True` reproduces k-diffusion's `sample_dpmpp_3m_sde` (η = 0) exactly,
-  which (like the DPM-Solver reference code) uses d₂ = (d₁_0 − d₁_1)/(r0 + r1) ≈ h²D''/2:
-  its D'' term is half the Taylor one, so its local error is O(h³) and it converges at
-  second order only (tests/test_sampling.py measures both).
+  The published update (the DPM-Solver reference code, k-diffusion's
+  `sample_dpmpp_3m_sde` with η = 0, reproduced exactly) takes d₂ = (d₁_0 − d₁_1)/(r0 + r1)
+  ≈ h²D''/2: its D'' term is half the Taylor one, so its local error is O(h³) and it
+  converges at second order asymptotically, yet it is the more accurate of the two at
+  5–32 steps on the benchmark's problems. `taylor=True` takes the second divided
+  difference d₂ = 2·(d₁_0 − d₁_1)/(r0 + r1) ≈ h²D'' and converges at third order
+  (tests/test_sampling.py measures both). The second step uses φ₂·d₁_0 only, the first
+  none (as k-diffusion).
   """
 
-  kdiffusion: bool = False
+  taylor: bool = False
 
   def order(self, terms):
-    return 2 if self.kdiffusion else 3
+    return 3 if self.taylor else 2
 
   def init(self, terms, t0, t1, y0, args):
     dtype = jnp.result_type(t0, t1)
@@ -136,7 +143,7 @@ class DPMSolverPP3M(_ExponentialSolver):
     d1_0 = (denoised - s.denoised_1) / r0
     d1_1 = (s.denoised_1 - s.denoised_2) / r1
     d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-    d2 = (1 if self.kdiffusion else 2) * (d1_0 - d1_1) / (r0 + r1)
+    d2 = (2 if self.taylor else 1) * (d1_0 - d1_1) / (r0 + r1)
     third = phi_2 * d1 - phi_3 * d2
     # Second order (one previous D).
     second = phi_2 * d1_0
@@ -190,41 +197,67 @@ class EDMStochasticHeun(_ExponentialSolver):
     return y1, None, dict(y0=y0, y1=y1), solver_state + 1, diffrax.RESULTS.successful
 
 
-class FirstStepRetryCounter(diffrax.AbstractAdaptiveStepSizeController):
-  """A step size controller that also counts the retries of the first step.
+def lms_coefficients(sigmas, order: int = 4) -> np.ndarray:
+  """Linear multistep weights on a concrete grid: (N, order) for N = len(sigmas) − 1 steps.
 
-  FSAL Runge–Kutta solvers (Tsit5, Dopri5) evaluate the vector field 6 times per step
-  plus once for the first stage of the very first step, which they redo each time
-  that first step is rejected. So NFE = 6·num_steps + 1 + retries, with `retries` (steps
-  rejected before the first accepted one) read from this controller's final state
-  (`SaveAt(controller_state=True)`).
+  Step i (σ_i → σ_{i+1}) uses the derivatives d_{i−j}, j < p_i = min(i + 1, order), with
+  weights c_ij = ∫_{σ_i}^{σ_{i+1}} ℓ_j(τ) dτ, ℓ_j the Lagrange basis polynomial on the nodes
+  σ_i, …, σ_{i−p_i+1} that is 1 at σ_{i−j} (Adams–Bashforth on a variable grid;
+  k-diffusion's `linear_multistep_coeff`, there by `scipy.integrate.quad`). Integrated
+  exactly here with `numpy.polynomial`, in the scaled variable u = (τ − σ_i)/(σ_{i+1} − σ_i),
+  which keeps the polynomials well conditioned on grids spanning 80 → 0.002. Entries
+  j ≥ p_i are 0.
+  """
+  sigmas = np.asarray(sigmas, np.float64)
+  if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+    raise ValueError(f"Expected a 1-D grid of at least 2 σ's, got shape {sigmas.shape}")
+  if not isinstance(order, int) or order < 1:
+    raise ValueError(f"The LMS order must be a positive integer, got {order!r}")
+  coefficients = np.zeros((sigmas.shape[0] - 1, order))
+  for i in range(sigmas.shape[0] - 1):
+    h = sigmas[i + 1] - sigmas[i]
+    nodes = (sigmas[i - np.arange(min(i + 1, order))] - sigmas[i]) / h  # u of σ_{i−j}
+    for j, node in enumerate(nodes):
+      others = np.delete(nodes, j)
+      basis = P.polyfromroots(others) / np.prod(node - others)
+      antiderivative = P.polyint(basis)
+      coefficients[i, j] = h * (P.polyval(1.0, antiderivative) - P.polyval(0.0, antiderivative))
+  return coefficients
+
+
+class _LMSState(NamedTuple):
+  derivatives: jax.Array  # (order, ...) d_i, d_{i−1}, …, newest first
+  count: jax.Array  # steps taken so far
+
+
+class LinearMultistep(diffrax.AbstractSolver):
+  """Linear multistep in σ (k-diffusion's `sample_lms`): x_{i+1} = x_i + Σ_j c_ij·d_{i−j}.
+
+  The term is the σ-time vector field d = (x − D(x; σ))/σ (EDM eq. 4); one evaluation per
+  step. `coefficients` (N, order) come from `lms_coefficients` on the same concrete grid
+  (row i for step i), so the solver is tied to that grid; the step to a final σ = 0 is an
+  ordinary step (it evaluates d at σ_i only).
   """
 
-  controller: diffrax.AbstractAdaptiveStepSizeController
+  coefficients: jax.Array  # (N, order)
+  term_structure: ClassVar = diffrax.AbstractTerm
+  interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
-  @property
-  def rtol(self):
-    return self.controller.rtol
+  def order(self, terms):
+    return self.coefficients.shape[1]
 
-  @property
-  def atol(self):
-    return self.controller.atol
+  def func(self, terms, t0, y0, args):
+    return terms.vf(t0, y0, args)
 
-  @property
-  def norm(self):
-    return self.controller.norm
+  def init(self, terms, t0, t1, y0, args):
+    history = jnp.zeros((self.coefficients.shape[1],) + y0.shape, y0.dtype)
+    return _LMSState(history, jnp.zeros((), jnp.int32))
 
-  def wrap(self, direction):
-    return FirstStepRetryCounter(self.controller.wrap(direction))
-
-  def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-    t_next, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
-    return t_next, (state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-
-  def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
-                      controller_state):
-    state, accepted_any, retries = controller_state
-    keep, t_prev, t_next, made_jump, state, result = self.controller.adapt_step_size(
-        t0, t1, y0, y1_candidate, args, y_error, error_order, state)
-    retries = retries + jnp.where(accepted_any | keep, 0, 1).astype(jnp.int32)
-    return keep, t_prev, t_next, made_jump, (state, accepted_any | keep, retries), result
+  def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    del made_jump
+    d = terms.vf(t0, y0, args)
+    history = jnp.concatenate([d[None], solver_state.derivatives[:-1]])
+    weights = self.coefficients[solver_state.count].astype(y0.dtype)
+    y1 = y0 + jnp.tensordot(weights, history, axes=1)
+    state = _LMSState(history, solver_state.count + 1)
+    return y1, None, dict(y0=y0, y1=y1), state, diffrax.RESULTS.successful
