@@ -160,10 +160,13 @@ def test_digits_shapes_range_and_split(digits):
   assert train["x"].shape == (1500, 8, 8, 1) and test["x"].shape == (297, 8, 8, 1)
   assert train["label"].dtype == np.int32 and set(np.unique(test["label"])) == set(range(10))
   # 8-bit convention: u = round(v·255/16), x = u/127.5 − 1.
+  # The split is a fixed random permutation: disjoint, and together the whole file.
   raw = load_digits()
+  order = np.random.default_rng(0).permutation(1797)
   np.testing.assert_array_equal(to_uint8(test["x"])[..., 0],
-                                np.rint(raw.images[1500:] * 255 / 16).astype(np.uint8))
-  np.testing.assert_array_equal(test["label"], raw.target[1500:])
+                                np.rint(raw.images[order[1500:]] * 255 / 16).astype(np.uint8))
+  np.testing.assert_array_equal(test["label"], raw.target[order[1500:]])
+  np.testing.assert_array_equal(train["label"], raw.target[order[:1500]])
   assert train["x"].min() == -1.0 and train["x"].max() == 1.0
   batch = digits.train_batch(0, 0, 32)
   assert batch["x"].shape == (32, 8, 8, 1) and batch["label"].shape == (32,)

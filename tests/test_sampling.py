@@ -51,13 +51,18 @@ def _max_err(a, b):
     # The published 3M update halves the D'' term: second order (see DPMSolverPP3M).
     ("dpmpp_3m", 2, 0.3),
     # LMS(4)'s first three steps are of order 1–3: 3.6 at these sizes.
-    ("lms", 4, 0.5)])
+    ("lms", 4, 0.5),
+    # (lms_data's order 4 is pre-asymptotic here, 3.2, 3.75 from 64 to 128 steps; its
+    # weights' exactness on cubics is tested below.)
+    ("lms_data:2", 2, 0.3)])
 def test_fixed_grid_order_on_gaussian_flow(x64, gaussian, solver, order, tolerance):
   x = _start(1, SIGMA_MAX, (8, 8))
+  solver, _, lms_order = solver.partition(":")
+  options = {"order": int(lms_order)} if lms_order else {}
   errors = []
   for n in (32, 64):
     sigmas = sampling.karras_sigmas(n, SIGMA_MIN, SIGMA_MAX)
-    out, info = sampling.sample(gaussian.denoiser, x, sigmas, solver)
+    out, info = sampling.sample(gaussian.denoiser, x, sigmas, solver, **options)
     assert int(info.num_steps) == n - 1 and bool(info.finite)
     errors.append(_max_err(out, gaussian.flow(x, SIGMA_MAX, SIGMA_MIN)))
   measured = math.log2(errors[0] / errors[1])
@@ -207,8 +212,28 @@ def test_lms_coefficients_are_exact_and_need_a_concrete_grid(x64):
     np.testing.assert_allclose(cubic, (sigmas[i + 1] ** 4 - sigmas[i] ** 4) / 4, rtol=1e-10)
   assert np.all(c[0, 1:] == 0) and np.all(c[1, 2:] == 0)
   with pytest.raises(ValueError, match="concrete grid"):
-    jax.jit(lambda s: sampling.sample(lambda x, _: x, jnp.ones((2, 2)), s, "lms"))(
+    jax.jit(lambda s: sampling.sample(lambda x, _: x, jnp.ones((2, 2)), s, "lms_data"))(
         jnp.asarray(sigmas))
+
+
+def test_lms_data_weights_integrate_cubics_exactly(x64):
+  """x_{i+1} = σ_{i+1}/σ_i·x_i − σ_{i+1}∫D/τ² dτ is exact for D(σ) = σ^k, k < p_i."""
+  sigmas = sampling.get_sigmas("karras", 7, 0.002, SIGMA_MAX)
+  decay, weights = sampling.lms_data_coefficients(sigmas, 4)
+  np.testing.assert_allclose(decay[:-1], sigmas[1:-1] / sigmas[:-2], rtol=1e-15)
+  np.testing.assert_allclose(decay[:-1] + weights[:-1].sum(1), 1, rtol=1e-12)  # D = const
+  for i in range(3, 6):
+    a, b = sigmas[i], sigmas[i + 1]
+    exact = {1: np.log(b / a), 2: b - a, 3: (b**2 - a**2) / 2}  # ∫ τ^{k−2} dτ
+    for k, integral in exact.items():
+      np.testing.assert_allclose(sum(weights[i, j] * sigmas[i - j] ** k for j in range(4)),
+                                 -b * integral, rtol=1e-11, err_msg=str((i, k)))
+  # The step to σ = 0 is the final denoise: x = D(x; σ_last).
+  assert decay[-1] == 0 and np.all(weights[-1] == [1, 0, 0, 0])
+  x = _start(2, SIGMA_MAX, (4, 3))
+  constant = lambda x_, s: jnp.full_like(x_, 0.5)  # noqa: E731  x(σ) = ½ + σ/σ_0·(x_0 − ½)
+  out, _ = sampling.sample(constant, x, sigmas[:-1], "lms_data")
+  np.testing.assert_allclose(out, 0.5 + sigmas[-2] / sigmas[0] * (x - 0.5), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from genode.formulations import EDM
 from genode.gaussians import Gaussian, GaussianMixture
 from genode.sampling import append_zero, karras_sigmas, sample
 
-FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms")
+FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms",
+                      "lms_data")
 ADAPTIVE_SOLVERS = ("tsit5", "dopri5")
 
 

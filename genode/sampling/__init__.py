@@ -30,3 +30,4 @@ from genode.sampling.solvers import DPMSolverPP3M as DPMSolverPP3M
 from genode.sampling.solvers import EDMStochasticHeun as EDMStochasticHeun
 from genode.sampling.solvers import LinearMultistep as LinearMultistep
 from genode.sampling.solvers import lms_coefficients as lms_coefficients
+from genode.sampling.solvers import lms_data_coefficients as lms_data_coefficients

@@ -15,9 +15,10 @@ D − x. Each step makes a fixed number of denoiser calls (NFE per step below).
 * `DPMSolverPP3M`: DPM-Solver++(3M) (1 NFE/step), the published update: k-diffusion's
   `sample_dpmpp_3m_sde` with η = 0 exactly (second order asymptotically, see the class);
   `taylor=True` is the Taylor-consistent third-order variant.
-* `LinearMultistep`: k-diffusion's `sample_lms`, linear multistep in σ on the derivatives
-  d = (x − D)/σ (1 NFE/step), with coefficients precomputed from the grid
-  (`lms_coefficients`). Its term is the σ-time vector field, not the data prediction.
+* `LinearMultistep` (1 NFE/step), in σ, with coefficients precomputed from the grid:
+  k-diffusion's `sample_lms` on the derivatives d = (x − D)/σ (`lms_coefficients`; its
+  term is the σ-time vector field), or the exponential-integrator form on the data
+  prediction D (`lms_data_coefficients`).
 * `EDMStochasticHeun`: EDM Algorithm 2 (Karras et al. 2022): churn, then a Heun step
   (2 NFE/step); the churn noise of step i is drawn from `fold_in(key, i)`.
 
@@ -225,39 +226,84 @@ def lms_coefficients(sigmas, order: int = 4) -> np.ndarray:
   return coefficients
 
 
+def lms_data_coefficients(sigmas, order: int = 4, num_nodes: int = 64):
+  """Weights of `lms_data` on a concrete grid: (decay (N,), weights (N, order)).
+
+  dx/dσ = (x − D)/σ is d(x/σ)/dσ = −D/σ², so exactly
+  x_{i+1} = (σ_{i+1}/σ_i)·x_i − σ_{i+1}·∫_{σ_i}^{σ_{i+1}} D(τ)/τ² dτ. With D replaced by
+  its Lagrange interpolant in σ on D_i, …, D_{i−p_i+1} (p_i = min(i + 1, order)):
+
+      x_{i+1} = decay_i·x_i + Σ_j weights_ij·D_{i−j},  decay_i = σ_{i+1}/σ_i,
+      weights_ij = −σ_{i+1}·∫_{σ_i}^{σ_{i+1}} ℓ_j(τ)/τ² dτ,
+
+  the linear part integrated exactly (an exponential integrator, as DPM-Solver++, but
+  with D polynomial in σ rather than in λ = −log σ; DEIS's Adams–Bashforth form, Zhang &
+  Chen 2023, with the data prediction). The integrals are Gauss–Legendre sums in log τ
+  with `num_nodes` nodes (to float64 rounding: the integrand is smooth). A step to σ = 0
+  is x = D(x; σ_i) (decay 0, weight 1 on D_i), the final denoise of the other solvers.
+  """
+  sigmas = np.asarray(sigmas, np.float64)
+  if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+    raise ValueError(f"Expected a 1-D grid of at least 2 σ's, got shape {sigmas.shape}")
+  if not isinstance(order, int) or order < 1:
+    raise ValueError(f"The multistep order must be a positive integer, got {order!r}")
+  gauss_x, gauss_w = np.polynomial.legendre.leggauss(num_nodes)
+  decay = np.zeros(sigmas.shape[0] - 1)
+  weights = np.zeros((sigmas.shape[0] - 1, order))
+  for i in range(sigmas.shape[0] - 1):
+    if sigmas[i + 1] == 0:
+      weights[i, 0] = 1.0
+      continue
+    log_a, log_b = np.log(sigmas[i]), np.log(sigmas[i + 1])
+    tau = np.exp(log_a + (log_b - log_a) * (gauss_x + 1) / 2)
+    quad_w = gauss_w * (log_b - log_a) / 2 / tau  # dτ/τ² = dv/τ, v = log τ
+    nodes = sigmas[i - np.arange(min(i + 1, order))]
+    for j, node in enumerate(nodes):
+      others = np.delete(nodes, j)
+      basis = np.prod((tau[:, None] - others) / (node - others), axis=1)
+      weights[i, j] = -sigmas[i + 1] * np.sum(quad_w * basis)
+    decay[i] = sigmas[i + 1] / sigmas[i]
+  return decay, weights
+
+
 class _LMSState(NamedTuple):
-  derivatives: jax.Array  # (order, ...) d_i, d_{i−1}, …, newest first
+  history: jax.Array  # (order, ...) g_i, g_{i−1}, …, newest first
   count: jax.Array  # steps taken so far
 
 
 class LinearMultistep(diffrax.AbstractSolver):
-  """Linear multistep in σ (k-diffusion's `sample_lms`): x_{i+1} = x_i + Σ_j c_ij·d_{i−j}.
+  """Linear multistep in σ: x_{i+1} = decay_i·x_i + Σ_j weights_ij·g_{i−j}, g = the term.
 
-  The term is the σ-time vector field d = (x − D(x; σ))/σ (EDM eq. 4); one evaluation per
-  step. `coefficients` (N, order) come from `lms_coefficients` on the same concrete grid
-  (row i for step i), so the solver is tied to that grid; the step to a final σ = 0 is an
-  ordinary step (it evaluates d at σ_i only).
+  * `lms` (k-diffusion's `sample_lms`): the term is the σ-time vector field
+    d = (x − D(x; σ))/σ (EDM eq. 4), decay = 1, weights from `lms_coefficients`.
+  * `lms_data`: the term is the data prediction D(x; σ), decay and weights from
+    `lms_data_coefficients` (the linear part integrated exactly).
+
+  One evaluation per step, at σ_i only, so a step to a final σ = 0 is an ordinary step.
+  `decay` (N,) and `weights` (N, order) belong to one concrete grid (row i for step i).
   """
 
-  coefficients: jax.Array  # (N, order)
+  decay: jax.Array  # (N,)
+  weights: jax.Array  # (N, order)
   term_structure: ClassVar = diffrax.AbstractTerm
   interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
 
   def order(self, terms):
-    return self.coefficients.shape[1]
+    return self.weights.shape[1]
 
   def func(self, terms, t0, y0, args):
     return terms.vf(t0, y0, args)
 
   def init(self, terms, t0, t1, y0, args):
-    history = jnp.zeros((self.coefficients.shape[1],) + y0.shape, y0.dtype)
+    history = jnp.zeros((self.weights.shape[1],) + y0.shape, y0.dtype)
     return _LMSState(history, jnp.zeros((), jnp.int32))
 
   def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
     del made_jump
-    d = terms.vf(t0, y0, args)
-    history = jnp.concatenate([d[None], solver_state.derivatives[:-1]])
-    weights = self.coefficients[solver_state.count].astype(y0.dtype)
-    y1 = y0 + jnp.tensordot(weights, history, axes=1)
-    state = _LMSState(history, solver_state.count + 1)
+    g = terms.vf(t0, y0, args).astype(y0.dtype)
+    history = jnp.concatenate([g[None], solver_state.history[:-1]])
+    i = solver_state.count
+    y1 = (self.decay[i].astype(y0.dtype) * y0
+          + jnp.tensordot(self.weights[i].astype(y0.dtype), history, axes=1))
+    state = _LMSState(history, i + 1)
     return y1, None, dict(y0=y0, y1=y1), state, diffrax.RESULTS.successful
