@@ -85,7 +85,7 @@ def log_likelihood(denoiser: Denoiser, x: jax.Array, *, sigma_min: float, sigma_
     logp (B,) in nats, and a `LikelihoodInfo`.
   """
   sigma_min, sigma_max = _check_range(sigma_min, sigma_max)
-  _lookup(solver, adaptive.ADAPTIVE_SOLVERS, "solver")
+  _lookup(solver, adaptive.ADAPTIVE_SOLVERS, "solver")  # fail before tracing anything
   if trace not in _TRACES:
     raise ValueError(f"Unknown trace {trace!r}; expected one of {list(_TRACES)}")
   probes = None

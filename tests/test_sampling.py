@@ -5,7 +5,9 @@ All in float64. Every distinct (solver, grid length, denoiser) costs one diffrax
 (~2 s), so the problems share denoiser objects and grid sizes.
 """
 
+import ast
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -413,3 +415,16 @@ def test_bad_input(kwargs, message):
   args.update(kwargs)
   with pytest.raises(ValueError, match=message):
     sampling.sample(lambda x, s: x, jnp.zeros((2, 3)), args.pop("sigmas"), **args)
+
+
+def test_only_genode_sampling_imports_diffrax():
+  """DESIGN.md §3: one module owns diffrax (the likelihood goes through solve_adaptive)."""
+  package = pathlib.Path(sampling.__file__).parent.parent
+  importers = set()
+  for path in package.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      if any(n.split(".")[0] == "diffrax" for n in names):
+        importers.add(path.relative_to(package).parts[0])
+  assert importers == {"sampling"}, importers
