@@ -38,7 +38,7 @@ def get_config(arg=None):
   config.max_samples = 10_000
   config.batch_size = 500
   config.grid_samples = 64
-  config.solvers = ("euler", "heun", "dpmpp_2m", "dpmpp_3m")
+  config.solvers = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "lms", "lms_data")
   config.grid = "karras"
   config.steps = (5, 10, 18, 32)
   config.adaptive_solvers = ("tsit5",)
@@ -46,7 +46,7 @@ def get_config(arg=None):
   config.metrics = ()
   config.toy = ml_collections.ConfigDict(dict(mmd_bandwidth=0.5, num_projections=512))
   config.nll = ml_collections.ConfigDict(dict(
-      num_examples=256, batch_size=128, trace="auto", exact_max_dim=64, num_probes=1,
+      num_examples=64, batch_size=64, trace="auto", exact_max_dim=64, num_probes=1,
       rtol=1e-5, atol=1e-5))
   config.inception_weights = config_dict.placeholder(str)
   if arg == "runlocal":  # a CPU smoke test: seconds
