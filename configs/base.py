@@ -99,13 +99,7 @@ def toy2d_config(formulation: str, arg: str | None = None) -> ml_collections.Con
   config.train.update(num_steps=5000, batch_size=512, log_every=100, checkpoint_every=1000,
                       sample_every=2500)
   config.sampler.num_samples = 2000
-  if arg == "runlocal":
-    _runlocal(config)
-    config.model.hidden_dims = (32, 32)
-    config.model.embedding_dim = 16
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; valid: 'runlocal' or none")
-  return config
+  return apply_arg(config, arg, hidden_dims=(32, 32), embedding_dim=16)
 
 
 def digits_config(formulation: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -123,24 +117,25 @@ def digits_config(formulation: str, arg: str | None = None) -> ml_collections.Co
   config.train.update(num_steps=2000, batch_size=64, log_every=100, checkpoint_every=500,
                       sample_every=2000)
   config.sampler.num_samples = 64
+  return apply_arg(config, arg, base_channels=8, channel_mults=(1, 2),
+                   attention_resolutions=())
+
+
+# The model of a U-Net image experiment's `runlocal` (the data path still applies).
+IMAGE_RUNLOCAL_MODEL = dict(base_channels=8, num_res_blocks=1, attention_resolutions=(),
+                            dropout=0.0)
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
+              **runlocal_model) -> ml_collections.ConfigDict:
+  """The config argument: None keeps the experiment; "runlocal" shrinks it to a CPU smoke
+  test (seconds), with `runlocal_model` overriding model fields."""
   if arg == "runlocal":
-    _runlocal(config)
-    config.model.update(base_channels=8, channel_mults=(1, 2), attention_resolutions=())
+    config.train.update(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2,
+                        sample_every=4, keep_checkpoints=2)
+    config.optim.warmup_steps = 0
+    config.sampler.update(steps=4, num_samples=16)
+    config.model.update(runlocal_model)
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; valid: 'runlocal' or none")
   return config
-
-
-def _runlocal(config: ml_collections.ConfigDict) -> None:
-  """Shrinks an experiment to a CPU smoke test (seconds)."""
-  config.train.update(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2,
-                      sample_every=4, keep_checkpoints=2)
-  config.optim.warmup_steps = 0
-  config.sampler.update(steps=4, num_samples=16)
-
-
-def image_runlocal(config: ml_collections.ConfigDict) -> None:
-  """Shrinks a U-Net image experiment to a CPU smoke test (the data path still applies)."""
-  _runlocal(config)
-  config.model.update(base_channels=8, num_res_blocks=1, attention_resolutions=(),
-                      dropout=0.0)

@@ -37,8 +37,4 @@ def get_config(arg=None):
   config.train.update(num_steps=1_300_000, batch_size=RF_BATCH, log_every=500,
                       checkpoint_every=10_000, sample_every=10_000, keep_checkpoints=3)
   config.sampler.update(solver="heun", grid="karras", steps=18, num_samples=64)
-  if arg == "runlocal":
-    base.image_runlocal(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; valid: 'runlocal' or none")
-  return config
+  return base.apply_arg(config, arg, **base.IMAGE_RUNLOCAL_MODEL)
