@@ -4,7 +4,7 @@ For each config (`configs/<name>.py`), in one process:
 
 * full loop: `genode.train.loop.train_experiment` in a fresh workdir — data from the
   dataset, the data-parallel step (loss, gradient, optimizer, EMA), metric logging and
-  one asynchronous checkpoint inside the timed window. Timed from the end of the first
+  one asynchronous checkpoint inside the timed window (every `num_steps` steps). Timed from the end of the first
   (compiling) step over `num_steps` steps, by the loop's own steps/s record;
 * bare step: `jax.jit` of value_and_grad(loss) + optimizer update on one device, the batch
   already on the device, `num_steps` calls after a compiling one, blocked at the end.
@@ -70,7 +70,6 @@ def benchmark_config(name: str, num_steps: int, batch_size: int | None = None) -
   """Images/s of the full loop and of the bare step for `configs/<name>.py[:arg]`."""
   module, _, arg = name.partition(":")
   config = importlib.import_module(f"configs.{module}").get_config(arg or None)
-  config.parallel = "single" if jax.device_count() == 1 else config.parallel
   dataset, synthetic = None, False
   if "path" in config.data and not os.path.exists(config.data.path):
     shape = FILE_DATASET_SHAPES[config.data.name]
@@ -81,9 +80,11 @@ def benchmark_config(name: str, num_steps: int, batch_size: int | None = None) -
       values = math.prod((dataset or Experiment.from_config(config, validate=False).dataset)
                          .shape)
       batch_size = max(1, min(batch_size, CPU_MAX_BATCH_VALUES // values))
+  # One checkpoint per timed window: `--train_steps` equal to a config's checkpoint_every
+  # (digits: 500) times its real cadence; fewer steps overstate the checkpoint's share.
+  checkpoint_every = num_steps
   config.train.update(batch_size=batch_size, num_steps=num_steps + 1, log_every=num_steps + 1,
-                      checkpoint_every=max(1, (num_steps + 1) // 2), sample_every=0,
-                      keep_checkpoints=2)
+                      checkpoint_every=checkpoint_every, sample_every=0, keep_checkpoints=2)
   experiment = Experiment.from_config(config, dataset=dataset)
   with tempfile.TemporaryDirectory() as workdir:
     loop.train_experiment(experiment, workdir)
@@ -92,6 +93,7 @@ def benchmark_config(name: str, num_steps: int, batch_size: int | None = None) -
   bare_steps_per_sec = _bare_steps_per_sec(experiment, num_steps)
   return dict(
       config=name, batch_size=batch_size, num_steps=num_steps, synthetic_data=synthetic,
+      checkpoint_every=checkpoint_every,
       parameters=sum(x.size for x in jax.tree.leaves(experiment.abstract_state().params)),
       loop_images_per_sec=loop_steps_per_sec * batch_size,
       bare_images_per_sec=bare_steps_per_sec * batch_size,
