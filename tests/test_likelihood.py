@@ -33,6 +33,18 @@ SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 DIM = 6
 
 
+
+def _counting(denoiser):
+  """`denoiser` wrapped to append to the returned list at every evaluation (an NFE count)."""
+  calls = []
+
+  def counting_denoiser(x, sigma):
+    jax.debug.callback(lambda: calls.append(1))
+    return denoiser(x, sigma)
+
+  return counting_denoiser, calls
+
+
 def prior_mismatch_bound(gaussian, x, sigma_min, sigma_max):
   """bound(x) of the module docstring, per sample (B,)."""
   lam, s2 = gaussian.eigenvalues, sigma_max**2
@@ -48,12 +60,7 @@ def exact_solve():
   with jax.enable_x64(True):
     gaussian = Gaussian.random(jax.random.key(0), DIM)
     x = gaussian.sample(jax.random.key(1), 4, sigma=SIGMA_MIN)
-    calls = []
-
-    def counting_denoiser(x_, sigma):
-      jax.debug.callback(lambda: calls.append(1))
-      return gaussian.denoiser(x_, sigma)
-
+    counting_denoiser, calls = _counting(gaussian.denoiser)
     logp, info = log_likelihood(counting_denoiser, x, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
                                 rtol=1e-7, atol=1e-7)
     return gaussian, x, np.asarray(logp), info, len(calls)
@@ -95,12 +102,7 @@ def test_ring_mixture_close_to_true_density_and_nfe_counted(x64):
   """
   ring = GaussianMixture.ring()
   x = ring.sample(jax.random.key(10), 5, sigma=SIGMA_MIN)
-  calls = []
-
-  def counting_denoiser(x_, sigma):
-    jax.debug.callback(lambda: calls.append(1))
-    return ring.denoiser(x_, sigma)
-
+  counting_denoiser, calls = _counting(ring.denoiser)
   logp, info = log_likelihood(counting_denoiser, x, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
                               rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(logp, ring.log_prob(x, SIGMA_MIN), atol=1e-3)
