@@ -4,16 +4,20 @@ Fields (every experiment has all of them):
 
   seed                 data order, initialization and training noise (pure functions of it)
   parallel             "shard_map" | "pmap" | "single"
-  formulation          name + that formulation's parameters (genode.formulations)
+  family               the model family (genode.families): "diffusion"
+  formulation          name + that formulation's parameters (genode.formulations; the
+                       defaults are read from its dataclass)
   model                name + the model's fields (genode.models)
   data                 name + the dataset's parameters, e.g. `path` (genode.data)
   optim                optimizer, learning_rate, warmup_steps, decay, grad_clip_norm, b1, b2,
                        eps, weight_decay, ema_half_life_images, ema_rampup_ratio
   train                num_steps, batch_size (global), log_every, checkpoint_every,
                        sample_every, keep_checkpoints
-  sampler              solver, grid, steps, sigma_min, sigma_max (None = the formulation's),
-                       num_samples, guidance_scale, used for the training-time sample grids
-                       and as `launch.sample`'s defaults
+  sampler              solver, options (the solver's), grid, steps, sigmas (an explicit σ
+                       list, used instead of grid/steps), sigma_min, sigma_max (None = the
+                       formulation's), coordinates ("sigma" | "native"), num_samples,
+                       guidance_scale: the training-time sample grids and the defaults of
+                       `launch.sample`
 
 Multi-process settings (coordinator address, process count and id) are flags of
 `launch.train`, not config fields: they describe the machines, not the experiment.
@@ -21,17 +25,21 @@ Multi-process settings (coordinator address, process count and id) are flags of
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 from ml_collections import config_dict
 
-# Each formulation's parameters, written out so a config shows (and can override) them.
-FORMULATION_PARAMS = {
-    "edm": dict(sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0),
-    "vp": dict(beta_d=19.9, beta_min=0.1, num_noise_levels=1000, epsilon_t=1e-5,
-               epsilon_s=1e-3),
-    "ve": dict(sigma_min=0.02, sigma_max=100.0),
-    "rf": dict(logit_normal=False, logit_mean=0.0, logit_std=1.0),
-}
+from genode import formulations
+
+def formulation_params(name: str) -> dict:
+  """The parameters of formulation `name` and their defaults, read from its dataclass
+  (`genode.formulations`); fields the class derives itself (VP's and DDPM's σ range)
+  are left out."""
+  cls = formulations.FORMULATIONS[name]
+  default = cls()
+  return {f.name: f.default for f in dataclasses.fields(cls)
+          if getattr(default, f.name) == f.default}
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -39,6 +47,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.parallel = "shard_map"
+  config.family = "diffusion"
   config.formulation = formulation_config("edm")
   config.model = ml_collections.ConfigDict({"name": "mlp"})
   config.data = ml_collections.ConfigDict({"name": "digits"})
@@ -68,10 +77,13 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.sampler = ml_collections.ConfigDict(dict(
       solver="heun",
+      options=ml_collections.ConfigDict(),  # the solver's options, e.g. S_churn, rtol
       grid="karras",
       steps=18,
+      sigmas=config_dict.placeholder(tuple),  # an explicit σ grid (overrides grid, steps)
       sigma_min=config_dict.placeholder(float),
       sigma_max=config_dict.placeholder(float),
+      coordinates="sigma",  # or "native": the formulation's own ODE in its time t
       num_samples=64,
       guidance_scale=1.0,
   ))
@@ -80,7 +92,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 def formulation_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """`name` plus that formulation's parameters (EDM Table 1 constants by default)."""
-  params = dict(FORMULATION_PARAMS[name])
+  params = formulation_params(name)
   params.update(overrides)
   return ml_collections.ConfigDict({"name": name, **params})
 

@@ -11,6 +11,8 @@ tiny U-Net) on a CPU, where the full U-Net takes minutes per step.
 from absl import app
 from absl import flags
 
+from launch import cli
+
 _OUT = flags.DEFINE_string("out", "benchmarks/out", "Output directory.")
 _QUICK = flags.DEFINE_bool("quick", False, "sampling: a tiny run (for the tests).")
 _TRAIN_CONFIGS = flags.DEFINE_list(
@@ -41,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
 from launch import config_flags_util
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.train.")
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: config_flags_util.parse_flags(argv, "eval"))
+  cli.run(main, config_flag="eval")

@@ -12,11 +12,15 @@ import json
 from absl import app
 from absl import flags
 
+from launch import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.train.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest readable).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _SOLVER = flags.DEFINE_string("solver", None, "Sampler (genode.sampling.SOLVERS).")
-_GRID = flags.DEFINE_string("grid", None, "σ grid: karras | loglinear | uniform_t.")
+_GRID = flags.DEFINE_string("grid", None, "σ grid (genode.sampling.GRIDS).")
+_SIGMAS = flags.DEFINE_list("sigmas", None, "An explicit σ grid, e.g. 80,10,1,0.1,0 "
+                            "(instead of --grid/--steps).")
 _STEPS = flags.DEFINE_integer("steps", None, "Number of grid steps.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "How many samples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -28,14 +32,15 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from genode.experiment import sample_workdir  # pylint: disable=g-import-not-at-top
+  from genode.workdir import sample_workdir  # pylint: disable=g-import-not-at-top
 
+  sigmas = None if _SIGMAS.value is None else [float(s) for s in _SIGMAS.value]
   record = sample_workdir(_WORKDIR.value, step=_STEP.value, params=_PARAMS.value,
                           solver=_SOLVER.value, grid=_GRID.value, steps=_STEPS.value,
-                          num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+                          sigmas=sigmas, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
                           guidance_scale=_GUIDANCE.value, out=_OUT.value)
   print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

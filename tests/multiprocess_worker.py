@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genode.diffusion import Diffusion
 from genode.formulations import get_formulation
 from genode.train import (DataParallel, TrainState, create_train_state, initialize,
                           make_optimizer, make_train_step)
@@ -52,6 +53,17 @@ def toy_batch(step: int, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   return {"x": x.astype(np.float32), "label": (angle > np.pi).astype(np.int32)}
 
 
+def toy_family(model: nn.Module, num_classes: int = 0) -> Diffusion:
+  """EDM on 2-D data with `model` as its network."""
+  return Diffusion(get_formulation("edm"), model, data_shape=(2,), num_classes=num_classes)
+
+
+def toy_state(family: Diffusion, optimizer, seed: int = 0) -> TrainState:
+  """The family's initial TrainState for `seed`."""
+  params = family.init_params(jax.random.key(seed), toy_batch(0, 8, seed))
+  return create_train_state(params, optimizer, jax.random.key(seed))
+
+
 class ToyRun(NamedTuple):
   initial_state: TrainState  # before training (not donated)
   state: TrainState  # after training, one copy
@@ -70,10 +82,9 @@ def train_toy(parallel: DataParallel, *, num_steps: int = 3, batch_size: int = 1
   optimizer = optax.chain(optax.trace(decay=0.0),
                           make_optimizer(1e-2, warmup_steps=1, total_steps=10, decay="cosine",
                                          grad_clip_norm=0.1))
-  initial_state = create_train_state(model, optimizer, jnp.zeros((batch_size, 2)),
-                                     jax.random.key(seed))
-  step = parallel.compile(make_train_step(get_formulation("edm"), model, optimizer,
-                                          ema_decay=0.9))
+  family = toy_family(model)
+  initial_state = toy_state(family, optimizer, seed)
+  step = parallel.compile(make_train_step(family.objective(), optimizer, ema_decay=0.9))
   state = parallel.replicate(initial_state)
   history, first_gradient = [], None
   rows = batch_size // process_count

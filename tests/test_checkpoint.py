@@ -9,7 +9,7 @@ import pytest
 
 from configs import toy2d_edm
 from genode.experiment import Experiment
-from genode.train import checkpoint
+from genode import workdir as workdir_lib
 from genode.train.checkpoint import CheckpointError, Checkpointer
 
 
@@ -35,7 +35,7 @@ def assert_states_equal(a, b):
 
 
 def save(workdir, config, states):
-  checkpoint.prepare_workdir(workdir, config)
+  workdir_lib.prepare_workdir(workdir, config)
   checkpointer = Checkpointer(workdir)
   for s in states:
     checkpointer.save(s)
@@ -44,8 +44,8 @@ def save(workdir, config, states):
 
 def test_config_json_round_trip_keeps_tuples(toy):
   config = toy[0]
-  restored = checkpoint.config_from_dict(json.loads(json.dumps(
-      checkpoint.config_to_dict(config))))
+  restored = workdir_lib.config_from_dict(json.loads(json.dumps(
+      workdir_lib.config_to_dict(config))))
   assert restored == config
   assert isinstance(restored.model.hidden_dims, tuple)
 
@@ -58,23 +58,23 @@ def test_save_restore_is_exact_and_restore_workdir(toy, tmp_path):
   assert Checkpointer(workdir).steps() == [2, 4]
   template = experiment.abstract_state()
   assert_states_equal(Checkpointer(workdir).restore(template, 2), states[0])
-  restored = checkpoint.restore_workdir(workdir)
+  restored = workdir_lib.restore_workdir(workdir)
   assert restored.step == 4 and restored.config == config
   assert_states_equal(restored.state, states[1])
   assert isinstance(jax.tree.leaves(restored.state.ema_params)[0], np.ndarray)
-  assert checkpoint.restore_workdir(workdir, step=2).step == 2
+  assert workdir_lib.restore_workdir(workdir, step=2).step == 2
   with pytest.raises(CheckpointError, match=r"step 3 .*available steps: \[2, 4\]"):
-    checkpoint.restore_workdir(workdir, step=3)
+    workdir_lib.restore_workdir(workdir, step=3)
 
 
 def test_restore_workdir_errors(toy, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    checkpoint.restore_workdir(str(tmp_path / "missing"))
+    workdir_lib.restore_workdir(str(tmp_path / "missing"))
   with pytest.raises(FileNotFoundError, match="config.json"):
-    checkpoint.restore_workdir(str(tmp_path))
-  checkpoint.prepare_workdir(str(tmp_path), toy[0])
+    workdir_lib.restore_workdir(str(tmp_path))
+  workdir_lib.prepare_workdir(str(tmp_path), toy[0])
   with pytest.raises(CheckpointError, match="No checkpoints"):
-    checkpoint.restore_workdir(str(tmp_path))
+    workdir_lib.restore_workdir(str(tmp_path))
 
 
 def corrupt(workdir, step):
@@ -93,14 +93,14 @@ def test_unreadable_newest_checkpoint_falls_back_with_a_warning(toy, tmp_path, c
   save(workdir, config, states)
   corrupt(workdir, 4)
   with caplog.at_level("WARNING"):
-    restored = checkpoint.restore_workdir(workdir)
+    restored = workdir_lib.restore_workdir(workdir)
   assert restored.step == 2
   assert_states_equal(restored.state, states[0])
   assert any("4 is unreadable" in r.getMessage() for r in caplog.records)
   assert Checkpointer(workdir).steps() == [2, 4]  # evaluation changes nothing
   # A named unreadable step is an error, not a fallback.
   with pytest.raises(Exception):
-    checkpoint.restore_workdir(workdir, step=4)
+    workdir_lib.restore_workdir(workdir, step=4)
   # The training loop moves it aside, so that step 4 can be saved again.
   result = Checkpointer(workdir).restore_newest(experiment.abstract_state(), move_broken=True)
   assert result[1] == 2
@@ -108,26 +108,26 @@ def test_unreadable_newest_checkpoint_falls_back_with_a_warning(toy, tmp_path, c
   assert os.path.isdir(os.path.join(workdir, "broken_checkpoints", "4"))
   corrupt(workdir, 2)
   with pytest.raises(CheckpointError, match="No readable checkpoint"):
-    checkpoint.restore_workdir(workdir)
+    workdir_lib.restore_workdir(workdir)
 
 
 def test_workdir_with_another_config_is_refused(toy, tmp_path):
   config = toy[0]
   workdir = str(tmp_path)
   save(workdir, config, [perturbed(toy[2], 2)])
-  checkpoint.prepare_workdir(workdir, config)  # same experiment: fine
+  workdir_lib.prepare_workdir(workdir, config)  # same experiment: fine
   cadence = config.copy_and_resolve_references()
   cadence.train.log_every = 7
   cadence.sampler.steps = 3
-  checkpoint.prepare_workdir(workdir, cadence)  # logging/sampling cadence may change
+  workdir_lib.prepare_workdir(workdir, cadence)  # logging/sampling cadence may change
   other = config.copy_and_resolve_references()
   other.optim.learning_rate = 0.5
   with pytest.raises(ValueError, match=r"optim.learning_rate: 0.001 -> 0.5.*overwrite"):
-    checkpoint.prepare_workdir(workdir, other)
+    workdir_lib.prepare_workdir(workdir, other)
   assert Checkpointer(workdir).steps() == [2]  # nothing deleted
-  checkpoint.prepare_workdir(workdir, other, overwrite=True)
+  workdir_lib.prepare_workdir(workdir, other, overwrite=True)
   assert Checkpointer(workdir).steps() == []
-  assert checkpoint.load_config(workdir) == other
+  assert workdir_lib.load_config(workdir) == other
 
 
 def test_checkpoints_without_config_are_refused(toy, tmp_path):
@@ -135,4 +135,4 @@ def test_checkpoints_without_config_are_refused(toy, tmp_path):
   save(workdir, toy[0], [perturbed(toy[2], 2)])
   os.remove(os.path.join(workdir, "config.json"))
   with pytest.raises(ValueError, match="no config.json"):
-    checkpoint.prepare_workdir(workdir, toy[0])
+    workdir_lib.prepare_workdir(workdir, toy[0])

@@ -12,7 +12,7 @@ from configs import digits_edm, toy2d_edm
 from genode.evaluation import evaluate, feature_net, report
 from genode.experiment import Experiment
 from genode.train import checkpoint
-from genode.train import loop
+from genode import loop
 
 _TIMINGS = ("compile_s", "sample_s", "samples_per_s", "wall_s")
 

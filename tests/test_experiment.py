@@ -46,7 +46,7 @@ def test_every_config_builds_an_experiment(name, tmp_path):
   dataset = _Files(config.data.name) if "path" in config.data else None
   # Traces the model's init on the data shape (eval_shape): a size it can't take fails.
   experiment = Experiment.from_config(config, dataset=dataset)
-  assert experiment.formulation == get_formulation(**config.formulation.to_dict())
+  assert experiment.family.formulation == get_formulation(**config.formulation.to_dict())
   state = experiment.abstract_state()
   assert state.params == jax.tree.map(lambda x: x, state.ema_params)
   leaves = jax.tree.leaves(state.params)
@@ -141,27 +141,27 @@ def test_classifier_free_guidance_is_the_linear_mix():
 
   @jax.jit
   def denoised(params):
-    return [experiment.denoiser(params, labels, guidance_scale=w)(x, sigma)
-            for w in (0.0, 1.0, 2.5)] + [experiment.denoiser(params)(x, sigma)]
+    return [experiment.family.denoiser(params, labels, guidance_scale=w)(x, sigma)
+            for w in (0.0, 1.0, 2.5)] + [experiment.family.denoiser(params)(x, sigma)]
 
   d_0, d_c, d_w, d_u = denoised(params)
   assert not np.allclose(d_u, d_c)
   np.testing.assert_allclose(d_0, d_u, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(d_w, d_u + 2.5 * (d_c - d_u), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="class_labels"):
-    experiment.denoiser(params, None, guidance_scale=2.0)
+    experiment.family.denoiser(params, None, guidance_scale=2.0)
 
 
 def test_sampler_sigmas_follow_the_config():
   config = get_config("toy2d_rf", "runlocal")
   experiment = Experiment.from_config(config, validate=False)
-  f = experiment.formulation
+  f = experiment.family.formulation
   np.testing.assert_array_equal(
-      experiment.sampler_sigmas(),
+      experiment.family.sampler_sigmas(),
       sampling.get_sigmas("karras", config.sampler.steps, f.sigma_min, f.sigma_max,
                           formulation=f))
   config.sampler.update(grid="uniform_t", steps=5, sigma_max=10.0)
-  sigmas = Experiment.from_config(config, validate=False).sampler_sigmas()
+  sigmas = Experiment.from_config(config, validate=False).family.sampler_sigmas()
   assert sigmas.shape == (6,) and sigmas[-1] == 0  # 5 steps: 5 σ's and the final 0
   np.testing.assert_allclose([sigmas[0], sigmas[-2]], [10.0, f.sigma_min], rtol=1e-5)
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from configs import digits_edm, toy2d_edm
-from genode.experiment import Experiment, sample_workdir
-from genode.train import checkpoint, loop
+from genode import loop
+from genode import workdir as workdir_lib
+from genode.experiment import Experiment
+from genode.workdir import sample_workdir
 from genode.train.checkpoint import Checkpointer
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -22,7 +24,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "train_worker.py")
 
 
 def restore(workdir, step):
-  experiment = Experiment.from_config(checkpoint.load_config(workdir), validate=False)
+  experiment = Experiment.from_config(workdir_lib.load_config(workdir), validate=False)
   return Checkpointer(workdir).restore(experiment.abstract_state(), step)
 
 
@@ -127,7 +129,7 @@ def test_runlocal_configs_train_end_to_end(module, tmp_path, worker_env):
   assert [r["step"] for r in records] == list(range(config.train.log_every, n + 1,
                                                     config.train.log_every))
   assert all(np.isfinite(r["loss"]) for r in records)
-  restored = checkpoint.restore_workdir(workdir)
+  restored = workdir_lib.restore_workdir(workdir)
   assert restored.step == n
   jax.tree.map(np.testing.assert_array_equal, restored.state.ema_params, state.ema_params)
   if module is toy2d_edm:  # launch.sample's library call, on the same workdir

@@ -3,12 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from genode.denoiser import precondition
 from genode.formulations import get_formulation
 from genode.losses import denoising_loss
-from genode.train import DataParallel
+from genode.train import DataParallel, create_train_state, make_train_step
 from multiprocess_worker import TinyMLP, toy_batch, train_toy
 
 NUM_DEVICES = 8
@@ -114,3 +115,25 @@ def test_bad_mode_and_batch_errors():
       DataParallel(mode, **kw).shard_batch({"x": np.zeros((12, 2))})
   with pytest.raises(ValueError, match="same leading batch dimension"):
     DataParallel("shard_map").shard_batch({"x": np.zeros((16, 2)), "label": np.zeros(8)})
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_frozen_inputs_are_arguments_of_the_compiled_step(name):
+  """A teacher's parameters reach the step at run time: new values, no recompilation."""
+  mode, kw = MODES[name]
+  parallel = DataParallel(mode, donate=False, **kw)
+
+  def objective(params, batch, key, target):
+    del key
+    return jnp.mean((params["w"] * batch["x"] - target["y"]) ** 2, axis=-1), {}
+
+  optimizer = optax.sgd(0.0)
+  params = {"w": jnp.full((2,), 2.0)}
+  state = parallel.replicate(create_train_state(params, optimizer, jax.random.key(0)))
+  step = parallel.compile(make_train_step(objective, optimizer, ema_decay=0.5), num_frozen=1)
+  batch = parallel.shard_batch({"x": np.ones((16, 2), np.float32)})
+  losses = [float(step(state, batch, parallel.replicate({"y": np.float32(y)}))[1]["loss"])
+            for y in (0.0, 1.0, 2.0)]
+  np.testing.assert_allclose(losses, [4.0, 1.0, 0.0])  # (2·1 − y)²
+  if hasattr(step, "_cache_size"):
+    assert step._cache_size() == 1  # pylint: disable=protected-access

@@ -13,7 +13,7 @@ from genode.formulations import get_formulation
 from genode.train import (DataParallel, TrainState, create_train_state, ema_decay_from_half_life,
                           ema_decay_schedule, learning_rate_of, make_optimizer, make_schedule,
                           make_train_step, update_ema)
-from multiprocess_worker import TinyMLP, toy_batch
+from multiprocess_worker import TinyMLP, toy_batch, toy_family, toy_state
 
 BATCH = 8
 
@@ -27,22 +27,23 @@ def _allclose(a, b, **kw):
 
 def test_create_train_state():
   optimizer = make_optimizer(1e-3)
-  state = create_train_state(TinyMLP(), optimizer, jnp.zeros((BATCH, 2)), jax.random.key(0))
+  params = toy_family(TinyMLP()).init_params(jax.random.key(0), toy_batch(0, BATCH))
+  state = create_train_state(params, optimizer, jax.random.key(0))
   assert isinstance(state, TrainState)
   assert state.step.dtype == jnp.int32 and state.step.shape == () and int(state.step) == 0
   assert state.rng.dtype == jnp.uint32  # raw key data: orbax can save it
+  np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(0)))
   _allclose(state.ema_params, state.params, rtol=0, atol=0)
   assert jax.tree.structure(state.opt_state) == jax.tree.structure(optimizer.init(state.params))
   # A legacy raw key gives the same state as the typed key it holds.
-  legacy = create_train_state(TinyMLP(), optimizer, jnp.zeros((BATCH, 2)), jax.random.PRNGKey(0))
-  _allclose(legacy.params, state.params, rtol=0, atol=0)
-  # An "rbg" init key still leaves a default-impl (threefry) base key.
-  rbg = create_train_state(TinyMLP(), optimizer, jnp.zeros((BATCH, 2)),
-                           jax.random.key(0, impl="rbg"))
+  legacy = create_train_state(params, optimizer, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(legacy.rng, state.rng)
+  # An "rbg" key still leaves a default-impl (threefry) base key.
+  rbg = create_train_state(params, optimizer, jax.random.key(0, impl="rbg"))
   assert rbg.rng.shape == state.rng.shape and rbg.key.dtype == state.key.dtype
 
 
-def test_create_train_state_refuses_batch_stats():
+def test_init_refuses_batch_stats():
 
   class WithBatchNorm(nn.Module):
 
@@ -51,8 +52,7 @@ def test_create_train_state_refuses_batch_stats():
       return nn.BatchNorm(use_running_average=not train)(x)
 
   with pytest.raises(ValueError, match="batch_stats"):
-    create_train_state(WithBatchNorm(), make_optimizer(1e-3), jnp.zeros((BATCH, 2)),
-                       jax.random.key(0))
+    toy_family(WithBatchNorm()).init_params(jax.random.key(0), toy_batch(0, BATCH))
 
 
 # -- optimizer -----------------------------------------------------------------
@@ -148,11 +148,10 @@ def frozen_run():
   """A single-device step whose learning rate is 0 (params constant), β = 0.5."""
   model = TinyMLP(num_classes=2)
   optimizer = make_optimizer(0.0)
-  state = create_train_state(model, optimizer, jnp.zeros((BATCH, 2)), jax.random.key(1),
-                             class_labels=jnp.zeros(BATCH, jnp.int32))
+  family = toy_family(model, num_classes=2)
+  state = toy_state(family, optimizer, seed=1)
   parallel = DataParallel("single", donate=False)
-  step = parallel.compile(make_train_step(get_formulation("edm"), model, optimizer,
-                                          ema_decay=0.5, class_conditional=True))
+  step = parallel.compile(make_train_step(family.objective(), optimizer, ema_decay=0.5))
   return state, parallel, step
 
 

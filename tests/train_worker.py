@@ -18,7 +18,7 @@ from absl import logging  # noqa: E402
 
 from configs import toy2d_edm  # noqa: E402
 from genode.train import checkpoint  # noqa: E402
-from genode.train import loop  # noqa: E402
+from genode import loop  # noqa: E402
 
 
 def resume_config(num_steps: int, checkpoint_every: int):

@@ -2,7 +2,7 @@
 
 For each config (`configs/<name>.py`), in one process:
 
-* full loop: `genode.train.loop.train_experiment` in a fresh workdir — data from the
+* full loop: `genode.loop.train_experiment` in a fresh workdir — data from the
   dataset, the data-parallel step (loss, gradient, optimizer, EMA), metric logging and
   one asynchronous checkpoint inside the timed window (every `num_steps` steps). Timed from the end of the first
   (compiling) step over `num_steps` steps, by the loop's own steps/s record;
@@ -37,10 +37,8 @@ import numpy as np
 import optax
 
 from genode.benchmarks import report
-from genode.denoiser import precondition
+from genode import loop
 from genode.experiment import Experiment
-from genode.losses import denoising_loss
-from genode.train import loop
 from genode.train import metrics as metrics_lib
 
 # On CPU the batch is capped at this many input values per step (16 CIFAR-10 images).
@@ -104,15 +102,13 @@ def _bare_steps_per_sec(experiment: Experiment, num_steps: int) -> float:
   """value_and_grad + optimizer update, jitted, one device, the batch resident."""
   state = experiment.init_state()
   params, opt_state = state.params, state.opt_state
-  x = jnp.asarray(experiment.train_batch(0)["x"])
-  formulation, model, optimizer = experiment.formulation, experiment.model, experiment.optimizer
+  batch = jax.tree.map(jnp.asarray, experiment.train_batch(0))
+  objective, optimizer = experiment.family.objective(), experiment.optimizer
 
   @jax.jit
   def step(params, opt_state, key):
     def loss_fn(p):
-      network = lambda x_in, c_noise: model.apply({"params": p}, x_in, c_noise, train=True,
-                                                  rngs={"dropout": key})
-      return jnp.mean(denoising_loss(formulation, precondition(formulation, network), x, key))
+      return jnp.mean(objective(p, batch, key)[0])
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -45,12 +45,13 @@ import numpy as np
 import genode
 from genode import images as images_lib
 from genode import likelihood as likelihood_lib
-from genode import sampling
+from genode import workdir as workdir_lib
 from genode.evaluation import feature_net as feature_net_lib
 from genode.evaluation import frechet
 from genode.evaluation import inception
 from genode.evaluation import report
 from genode.evaluation import toy_metrics
+from genode.train.checkpoint import CHECKPOINT_DIR, CheckpointError
 
 METRICS = ("feature_fd", "fid", "sliced_wasserstein", "mmd", "true_log_likelihood", "nll")
 _TOY_METRICS = ("sliced_wasserstein", "mmd", "true_log_likelihood")
@@ -58,59 +59,15 @@ PARAMS = ("ema", "raw")
 TRACES = ("auto", "exact", "hutchinson")
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplerSetting:
-  """One sampler: a fixed-grid solver with `steps` on `grid`, or an adaptive one at `tol`."""
-
-  solver: str
-  grid: str = "karras"
-  steps: int = 18
-  tol: float | None = None  # adaptive solvers: rtol = atol = tol
-
-  @property
-  def name(self) -> str:
-    if self.tol is not None:
-      return f"{self.solver}_tol{self.tol:g}"
-    return f"{self.solver}_{self.grid}{self.steps}"
-
-  @property
-  def options(self) -> dict:
-    return {} if self.tol is None else {"rtol": self.tol, "atol": self.tol}
-
-  def describe(self) -> dict:
-    return dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
-                steps=None if self.tol is not None else self.steps, tol=self.tol)
-
-
 # ---------------------------------------------------------------------------
 # The eval config: settings and checks (before anything runs).
 # ---------------------------------------------------------------------------
 
 
-def sampler_settings(eval_config: ml_collections.ConfigDict) -> list[SamplerSetting]:
-  """solvers × steps on the grid, then adaptive_solvers × tolerances."""
-  fixed = [SamplerSetting(s, eval_config.grid, int(n))
-           for s in eval_config.solvers for n in eval_config.steps]
-  adaptive = [SamplerSetting(s, tol=float(t))
-              for s in eval_config.adaptive_solvers for t in eval_config.tolerances]
-  return fixed + adaptive
-
-
-def check_eval_config(eval_config: ml_collections.ConfigDict, params: str = "ema") -> None:
-  """ValueError naming the valid choices for an unknown solver, grid, metric, params, trace."""
-  adaptive = sorted(k for k, m in sampling.SOLVERS.items()
-                    if m.options is sampling.AdaptiveOptions)
-  fixed = sorted(set(sampling.SOLVERS) - set(adaptive))
-  for solver in eval_config.solvers:
-    if solver not in fixed:
-      raise ValueError(f"Unknown solver {solver!r} in eval.solvers; valid fixed-grid solvers: "
-                       f"{fixed} (adaptive ones go in eval.adaptive_solvers: {adaptive})")
-  for solver in eval_config.adaptive_solvers:
-    if solver not in adaptive:
-      raise ValueError(f"Unknown solver {solver!r} in eval.adaptive_solvers; valid adaptive "
-                       f"solvers: {adaptive}")
-  if eval_config.grid not in sampling.GRIDS:
-    raise ValueError(f"Unknown grid {eval_config.grid!r}; valid grids: {list(sampling.GRIDS)}")
+def check_eval_config(eval_config: ml_collections.ConfigDict, params: str = "ema",
+                      family=None) -> list:
+  """ValueError naming the valid choices for an unknown metric, params or trace (and, with
+  the workdir's `family`, an unknown solver or grid); returns the family's settings."""
   unknown = [m for m in eval_config.metrics if m not in METRICS]
   if unknown:
     raise ValueError(f"Unknown metric(s) {unknown}; valid metrics: {list(METRICS)}")
@@ -118,8 +75,7 @@ def check_eval_config(eval_config: ml_collections.ConfigDict, params: str = "ema
     raise ValueError(f"Unknown params {params!r}; valid: {list(PARAMS)}")
   if eval_config.nll.trace not in TRACES:
     raise ValueError(f"Unknown nll.trace {eval_config.nll.trace!r}; valid: {list(TRACES)}")
-  if any(int(n) < 1 for n in eval_config.steps):
-    raise ValueError(f"eval.steps must be >= 1, got {eval_config.steps}")
+  return [] if family is None else family.sampler_settings(eval_config)
 
 
 def resolve_metrics(eval_config, dataset) -> tuple[str, ...]:
@@ -166,21 +122,21 @@ def evaluate_workdir(workdir: str, eval_config: ml_collections.ConfigDict,
 
   Raises ValueError for unknown names (before anything is restored), FileNotFoundError /
   `genode.train.checkpoint.CheckpointError` for a missing workdir, no checkpoints, a
-  missing step or no readable checkpoint. Only `<workdir>/eval/` is written.
+  missing step or no readable checkpoint. Only `<workdir>/eval/` is written. Needs
+  neither the training data nor the training device count, except for the metrics that
+  compare with the data (they are skipped, saying so, when its files are missing).
   """
-  from genode.train import checkpoint  # pylint: disable=g-import-not-at-top
-
-  check_eval_config(eval_config, params)
+  check_eval_config(eval_config, params, workdir_lib.open_experiment(workdir).family)
   try:
-    restored = checkpoint.restore_workdir(workdir, step)
-  except (FileNotFoundError, checkpoint.CheckpointError):
+    restored = workdir_lib.restore_workdir(workdir, step)
+  except (FileNotFoundError, CheckpointError):
     raise
   except Exception as e:  # pylint: disable=broad-exception-caught  # orbax's bare errors
-    raise checkpoint.CheckpointError(
-        f"Checkpoint {step} in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)} is "
+    raise CheckpointError(
+        f"Checkpoint {step} in {os.path.join(workdir, CHECKPOINT_DIR)} is "
         f"unreadable ({type(e).__name__}: {e}); evaluate another --step, or omit --step for "
         "the newest readable one") from e
-  weights = restored.state.ema_params if params == "ema" else restored.state.params
+  weights = workdir_lib.select_params(restored.state, params)
   name = str(restored.step) if params == "ema" else f"{restored.step}-raw"
   out_dir = os.path.join(workdir, "eval", name)
   return evaluate_experiment(restored.experiment, weights, eval_config, out_dir,
@@ -194,10 +150,9 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
 
   Returns one record per sampler setting, then the likelihood record (if "nll" is asked).
   """
-  check_eval_config(eval_config)
-  dataset = experiment.dataset
+  family, dataset = experiment.family, experiment.dataset
+  settings = check_eval_config(eval_config, family=family)
   metrics = resolve_metrics(eval_config, dataset)
-  settings = sampler_settings(eval_config)
   num = _num_samples(eval_config, dataset)
   base = dict(extra or {}, dataset=getattr(dataset, "name", "?"), seed=int(eval_config.seed),
               genode_version=genode.__version__, num_samples=num)
@@ -207,7 +162,7 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
   os.makedirs(out_dir, exist_ok=True)
   records = []
   for setting in settings:
-    x, run = _draw_samples(experiment, weights, setting, num, eval_config)
+    x, run = _draw_samples(family, weights, setting, num, eval_config)
     record = dict(base, kind="samples", name=setting.name, sampler=setting.describe(), **run)
     record["metrics"] = scorer(x)
     images_lib.save_samples(os.path.join(out_dir, setting.name + ".png"),
@@ -217,12 +172,23 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
     records.append(record)
   if "nll" in metrics:
     record = dict(base, kind="likelihood", name="likelihood",
-                  **negative_log_likelihood(experiment, weights, eval_config))
+                  **_needs_data("nll", lambda: negative_log_likelihood(
+                      experiment, weights, eval_config)))
     record.pop("num_samples")
     _write_json(os.path.join(out_dir, "likelihood.json"), record)
     records.append(record)
   report.write_report(out_dir, records)
   return records
+
+
+def _needs_data(metric: str, compute: Callable[[], dict]) -> dict:
+  """`compute()`, or {metric_skipped: why} when the dataset's files are missing."""
+  try:
+    return compute()
+  except FileNotFoundError as e:
+    message = f"metric {metric!r} needs the dataset's files: {e}"
+    logging.warning("Skipped: %s", message)
+    return {f"{metric}_skipped": message}
 
 
 def _num_samples(eval_config, dataset) -> int:
@@ -258,17 +224,14 @@ def _plain(value):
 # ---------------------------------------------------------------------------
 
 
-def _draw_samples(experiment, weights, setting: SamplerSetting, num: int, eval_config):
+def _draw_samples(family, weights, setting, num: int, eval_config):
   """`num` samples (num, *shape) in batches of the same size, and the run's costs.
 
   Batch i uses key fold_in(key(seed), i); a conditional model gets labels 0…K−1 cycling.
   """
   batch = min(int(eval_config.batch_size), num)
-  sigmas = jnp.asarray(experiment.sampler_sigmas(grid=setting.grid, steps=setting.steps))
-  labels = experiment.grid_labels(batch)
-  fn = jax.jit(lambda p, key, labels: experiment.sample(
-      p, key, batch, solver=setting.solver, sigmas=sigmas, class_labels=labels,
-      **setting.options))
+  fn, setting_record = family.setting_sampler(setting, batch)
+  labels = family.grid_labels(batch)
   root = jax.random.key(int(eval_config.seed))
   start = time.perf_counter()
   compiled = fn.lower(weights, root, labels).compile()
@@ -284,8 +247,7 @@ def _draw_samples(experiment, weights, setting: SamplerSetting, num: int, eval_c
   sample_s = time.perf_counter() - start
   x = np.concatenate(out)[:num]
   return x, dict(nfe=float(np.mean(nfe)), nfe_max=int(max(nfe)), finite=finite,
-                 sigma_max=float(sigmas[0]), sigma_min=float(sigmas[sigmas > 0][-1]),
-                 compile_s=compile_s, sample_s=sample_s,
+                 **setting_record, compile_s=compile_s, sample_s=sample_s,
                  samples_per_s=num / max(sample_s, 1e-9))
 
 
@@ -305,9 +267,10 @@ class _Scorer:
     dataset = experiment.dataset
     functions = []
     if "feature_fd" in metrics:
-      functions.append(_feature_fd_metric(dataset))
+      functions.append(_skipped_without_data("feature_fd", lambda: _feature_fd_metric(dataset)))
     if "fid" in metrics:
-      functions.append(_fid_metric(dataset, eval_config.inception_weights))
+      functions.append(_skipped_without_data(
+          "fid", lambda: _fid_metric(dataset, eval_config.inception_weights)))
     toy = [m for m in metrics if m in _TOY_METRICS]
     if toy:
       functions.append(_toy_metric(dataset, toy, eval_config, num))
@@ -319,6 +282,12 @@ class _Scorer:
     for fn in self.functions:
       result.update(fn(x))
     return result
+
+
+def _skipped_without_data(metric: str, build: Callable[[], Callable]) -> Callable:
+  """The metric `build()` makes, or one that reports why it was skipped (no data files)."""
+  result = _needs_data(metric, lambda: {"fn": build()})
+  return result["fn"] if "fn" in result else (lambda x: result)
 
 
 def _as_8bit(dataset, x) -> np.ndarray:
@@ -416,18 +385,14 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
     levels, labels = dataset.split("test")["x"], None
   n = min(int(cfg.num_examples), len(levels))
   batch = min(int(cfg.batch_size), n)
-  sampler = experiment.config.sampler
-  sigma_min = sampler.sigma_min or experiment.formulation.sigma_min
-  sigma_max = sampler.sigma_max or experiment.formulation.sigma_max
-  conditional = experiment.num_classes > 0
+  family = experiment.family
+  conditional = family.num_classes > 0
 
   @jax.jit
   def run(params, x, key, labels):
-    denoiser = experiment.denoiser(params, labels if conditional else None)
-    return likelihood_lib.log_likelihood(
-        denoiser, x, sigma_min=sigma_min, sigma_max=sigma_max, trace=trace,
-        key=key if trace == "hutchinson" else None,
-        num_probes=int(cfg.num_probes), rtol=cfg.rtol, atol=cfg.atol)
+    return family.log_likelihood(params, x, key, class_labels=labels if conditional else None,
+                                 trace=trace, num_probes=int(cfg.num_probes), rtol=cfg.rtol,
+                                 atol=cfg.atol)
 
   root = jax.random.fold_in(jax.random.key(int(eval_config.seed)), 104729)
   logps, probe_err, nfe = [], [], []
@@ -457,9 +422,9 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
       nll_bits_per_dim_stderr=float(per_example.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
       nll_nats=float(-logp.mean()), num_examples=n, split="test", trace=trace,
       num_probes=int(cfg.num_probes) if trace == "hutchinson" else 0,
-      dequantization="uniform" if quantized else None, sigma_min=float(sigma_min),
-      sigma_max=float(sigma_max), rtol=float(cfg.rtol), atol=float(cfg.atol),
-      conditional=conditional, nfe=float(np.mean(nfe)), wall_s=time.perf_counter() - start)
+      dequantization="uniform" if quantized else None, rtol=float(cfg.rtol),
+      atol=float(cfg.atol), conditional=conditional, nfe=float(np.mean(nfe)),
+      wall_s=time.perf_counter() - start, **family.likelihood_record())
   if probe_err:
     result["hutchinson_stderr_nats_mean"] = float(np.concatenate(probe_err).mean())
   return result

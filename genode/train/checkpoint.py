@@ -1,45 +1,27 @@
-"""Checkpoints and workdirs: orbax `CheckpointManager` + the experiment's config.
+"""Checkpoints: the orbax `CheckpointManager` of a workdir's `checkpoints/` folder.
 
-A workdir holds
-
-  config.json        the experiment config (JSON), written when training starts
-  checkpoints/<k>/   orbax checkpoints of the TrainState after k steps
-  metrics.jsonl      training metrics, tensorboard/ the same as TensorBoard events
-  samples/step_<k>.png   sample grids written during training
-  broken_checkpoints/<k>/  unreadable checkpoints moved aside when training resumed
-
-Resume is automatic: checkpoints are restored newest first, each attempt with a fresh
-manager (orbax's `latest_step()` does not verify a checkpoint, and a broken step can
-poison a manager); an unreadable one is skipped with a warning. A workdir holding a
-different config is refused unless `overwrite=True`, which deletes the training outputs
-above and starts over; nothing is deleted without it.
+`Checkpointer(workdir)` saves TrainStates under `<workdir>/checkpoints/<k>/` and restores
+them newest first, each attempt with a fresh manager (orbax's `latest_step()` does not
+verify a checkpoint, and a broken step can poison a manager); an unreadable one is
+skipped with one warning (and, when training resumes, moved to
+`<workdir>/broken_checkpoints/`). The workdir itself (config, lock, inference restore)
+is `genode.workdir`'s.
 """
 
 from __future__ import annotations
 
-import json
 import logging as py_logging
 import os
 import shutil
-from typing import Any, NamedTuple
 
 from absl import logging
 import flax.serialization
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 BROKEN_DIR = "broken_checkpoints"
-# Outputs of a training run: what `overwrite=True` deletes.
-TRAINING_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, BROKEN_DIR, "metrics.jsonl", "tensorboard",
-                    "samples")
-# Fields that may change between runs in one workdir: they change the cadence of logs,
-# checkpoints and samples, never the trained model.
-CADENCE_FIELDS = ("train.log_every", "train.checkpoint_every", "train.sample_every",
-                  "train.keep_checkpoints", "sampler")
 
 
 def quiet_orbax_logs() -> None:
@@ -58,121 +40,6 @@ class _OrbaxInfoFilter:
 
 class CheckpointError(RuntimeError):
   """No usable checkpoint (none saved, a missing step, or none readable)."""
-
-
-class Restored(NamedTuple):
-  """A workdir restored for evaluation: config, experiment, host TrainState and its step."""
-
-  config: ml_collections.ConfigDict
-  experiment: Any  # genode.experiment.Experiment
-  state: Any  # genode.train.state.TrainState, leaves are numpy arrays
-  step: int
-
-
-# ---------------------------------------------------------------------------
-# Configs in workdirs.
-# ---------------------------------------------------------------------------
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  """The config as plain JSON types (tuples become lists)."""
-  return json.loads(config.to_json())
-
-
-def config_from_dict(values: dict) -> ml_collections.ConfigDict:
-  """Inverse of `config_to_dict` (JSON lists become tuples, as configs write them)."""
-
-  def convert(value):
-    if isinstance(value, dict):
-      return ml_collections.ConfigDict({k: convert(v) for k, v in value.items()})
-    if isinstance(value, list):
-      return tuple(convert(v) for v in value)
-    return value
-
-  return convert(values)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config saved in `<workdir>/config.json`."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"No {CONFIG_FILE} in {workdir!r}: not a genode workdir (train "
-                            "one with `python -m launch.train --workdir=...`)")
-  with open(path) as f:
-    return config_from_dict(json.load(f))
-
-
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """Dotted names of the fields that differ between two config dicts (cadence excluded)."""
-  diffs = []
-  for key in sorted(set(old) | set(new)):
-    name = f"{prefix}{key}"
-    if name in CADENCE_FIELDS:
-      continue
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      diffs += config_differences(a, b, name + ".")
-    elif a != b:
-      diffs.append(f"{name}: {a!r} -> {b!r}")
-  return diffs
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *,
-                    overwrite: bool = False, write: bool = True) -> None:
-  """Makes `workdir` ready to train `config`: new, the same experiment, or overwritten.
-
-  Raises ValueError if the workdir holds a different experiment (fields other than
-  CADENCE_FIELDS differ) and `overwrite` is False. With `overwrite=True` the previous
-  run's TRAINING_OUTPUTS are deleted. `write=False` (processes other than 0) checks only.
-  """
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  new = config_to_dict(config)
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      old = json.load(f)
-    diffs = config_differences(old, new)
-    if diffs and not overwrite:
-      raise ValueError(
-          f"Workdir {workdir!r} holds a different experiment ({'; '.join(diffs)}). Use "
-          "another workdir, or pass overwrite=True (--overwrite) to delete its checkpoints, "
-          "metrics and samples and start over.")
-    if diffs and write:
-      removed = _remove_outputs(workdir)
-      logging.warning("Overwriting workdir %s: deleted %s", workdir, removed)
-  elif os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and not overwrite:
-    raise ValueError(f"Workdir {workdir!r} has checkpoints but no {CONFIG_FILE}; refusing to "
-                     "resume an unknown experiment (pass overwrite=True to start over)")
-  elif overwrite and write:
-    _remove_outputs(workdir)
-  if write:
-    save_config(workdir, config)
-
-
-def _remove_outputs(workdir: str) -> list[str]:
-  removed = []
-  for name in TRAINING_OUTPUTS:
-    path = os.path.join(workdir, name)
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    elif os.path.exists(path):
-      os.remove(path)
-    else:
-      continue
-    removed.append(name)
-  return removed
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints.
-# ---------------------------------------------------------------------------
 
 
 class Checkpointer:
@@ -288,37 +155,3 @@ def _check_shapes(target, restored, step):
   jax.tree_util.tree_map_with_path(check, target, restored)
   if bad:
     raise CheckpointError(f"Checkpoint {step} does not match the experiment: " + "; ".join(bad))
-
-
-def restore_workdir(workdir: str, step: int | None = None) -> Restored:
-  """Restores a trained workdir for evaluation (read only: nothing in it is changed).
-
-  Args:
-    workdir: a directory written by `genode.train.loop.train`.
-    step: the checkpoint to restore; None = the newest readable one (falling back, with
-      a warning, past unreadable ones).
-  Returns:
-    Restored(config, experiment, state, step): the saved config, its Experiment, a host
-    TrainState (numpy leaves: `state.params`, `state.ema_params`, …) and its step.
-  Raises:
-    FileNotFoundError: no such workdir, or no config in it.
-    CheckpointError: no checkpoints, `step` not among them (the message lists the
-      available steps), or no readable checkpoint.
-  """
-  from genode.experiment import Experiment  # pylint: disable=g-import-not-at-top
-
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"Workdir {workdir!r} does not exist")
-  config = load_config(workdir)
-  checkpointer = Checkpointer(workdir)
-  steps = checkpointer.steps()
-  if not steps:
-    raise CheckpointError(f"No checkpoints in {checkpointer.directory} (has training saved "
-                          "one yet? see train.checkpoint_every)")
-  experiment = Experiment.from_config(config, validate=False)
-  template = experiment.abstract_state()
-  if step is None:
-    state, step = checkpointer.restore_newest(template)
-  else:
-    state = checkpointer.restore(template, step)
-  return Restored(config=config, experiment=experiment, state=state, step=int(step))

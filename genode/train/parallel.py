@@ -2,7 +2,7 @@
 
 `DataParallel(mode)` owns the placement: `replicate` puts a state on the devices,
 `shard_batch` splits this process's batch into per-device shards, `compile` turns a
-per-device `step(state, batch) -> (state, metrics)` (which may use `lax.pmean`,
+per-device `step(state, batch, *frozen) -> (state, metrics)` (which may use `lax.pmean`,
 `lax.axis_index` over `axis_name`) into a jitted callable on (replicated state, sharded
 batch) that returns (replicated state, metrics as single scalars).
 
@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MODES = ("shard_map", "pmap", "single")
 
-PerDeviceStep = Callable[[Any, Any], tuple[Any, Any]]
+PerDeviceStep = Callable[..., tuple[Any, Any]]
 
 
 class DataParallel:
@@ -145,28 +145,32 @@ class DataParallel:
     return NamedSharding(mesh, P(self.axis_name))
 
   # -- the step ---------------------------------------------------------------
-  def compile(self, per_device_step: PerDeviceStep) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """jitted step(replicated state, sharded batch) -> (replicated state, metrics).
+  def compile(self, per_device_step: PerDeviceStep, num_frozen: int = 0
+              ) -> Callable[..., tuple[Any, Any]]:
+    """jitted step(replicated state, sharded batch, *frozen) -> (replicated state, metrics).
 
     The per-device step's outputs must be device-invariant (pmean'd); metrics come back
-    as single copies (scalars), ready for `float()`.
+    as single copies (scalars), ready for `float()`. `num_frozen` trailing arguments are
+    replicated inputs that are not trained (e.g. a teacher's parameters; lay them out
+    with `replicate`): arguments of the compiled step, never constants baked into it.
     """
     donate = (0,) if self.donate else ()
     if self.mode == "shard_map":
       return jax.jit(
-          jax.shard_map(per_device_step, mesh=self.mesh, in_specs=(P(), P(self.axis_name)),
+          jax.shard_map(per_device_step, mesh=self.mesh,
+                        in_specs=(P(), P(self.axis_name)) + (P(),) * num_frozen,
                         out_specs=(P(), P()), check_vma=self.check_vma),
           donate_argnums=donate)
     if self.mode == "single":
       return jax.jit(
-          jax.vmap(per_device_step, in_axes=(None, 0), out_axes=(None, None),
-                   axis_name=self.axis_name),
+          jax.vmap(per_device_step, in_axes=(None, 0) + (None,) * num_frozen,
+                   out_axes=(None, None), axis_name=self.axis_name),
           donate_argnums=donate)
     step = jax.pmap(per_device_step, axis_name=self.axis_name, devices=self.devices,
                     donate_argnums=donate)
 
-    def run(state, batch):
-      state, metrics = step(state, batch)
+    def run(state, batch, *frozen):
+      state, metrics = step(state, batch, *frozen)
       return state, jax.tree.map(lambda x: x[0], metrics)
 
     return run

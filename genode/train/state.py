@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -36,45 +34,21 @@ class TrainState:
     return jax.random.wrap_key_data(self.rng)
 
 
-def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                       example_x: jax.Array, key: jax.Array,
-                       class_labels: jax.Array | None = None) -> TrainState:
-  """Initializes params (EMA = params), the optimizer state, step 0 and the base key.
+def create_train_state(params: Any, optimizer: optax.GradientTransformation,
+                       key: jax.Array) -> TrainState:
+  """Step 0: `params` (EMA = params), the optimizer state and the run's base key.
 
-  model: a flax module called as `model.apply(variables, x, noise_labels,
-    class_labels=..., train=..., rngs=...)`; only its "params" collection is kept.
-  example_x: (B, ...) an example input (values unused; its shape and dtype fix the params).
-  key: typed or raw PRNG key; split into the init key and the run's base key.
-  class_labels: (B,) example labels for a class-conditional model, else None.
+  params: the initial parameters (a model family's `init_params`).
+  key: typed or raw PRNG key of the run (training noise, dropout); stored as raw key data
+    of JAX's default impl (drawn from `key` if it has another impl).
   """
-  init_key, dropout_key, run_key = jax.random.split(_typed(key), 3)
-  noise_labels = jnp.zeros(example_x.shape[:1], example_x.dtype)
-  labels = {} if class_labels is None else {"class_labels": class_labels}
-  try:
-    hash(model)
-    init = _init_variables
-  except TypeError:  # a module with unhashable fields (e.g. a list): initialize eagerly
-    init = _init_variables.__wrapped__
-  variables = init(model, init_key, dropout_key, example_x, noise_labels, labels)
-  other = sorted(set(variables) - {"params"})
-  if other:
-    raise ValueError(f"The model has variable collections {other} besides 'params'; the "
-                     "train step only supports stateless models (no batch statistics).")
-  params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
       ema_params=jax.tree.map(jnp.copy, params),
       opt_state=optimizer.init(params),
-      rng=_default_impl_key_data(run_key),
+      rng=_default_impl_key_data(_typed(key)),
   )
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _init_variables(model, init_key, dropout_key, x, noise_labels, labels):
-  """model.init, compiled once per (model, shapes): flax modules are hashable."""
-  return model.init({"params": init_key, "dropout": dropout_key}, x, noise_labels, train=False,
-                    **labels)
 
 
 def _default_impl_key_data(key: jax.Array) -> jax.Array:

@@ -6,7 +6,8 @@ device's shard of the batch and run over all devices by `genode.train.parallel`
 
 * keys: k = fold_in(fold_in(rng, step), device index): the noise and dropout at step k on
   device i are a pure function of (seed, k, i), so a resumed run repeats itself exactly;
-* loss: mean over the shard of `denoising_loss` (EDM eq. 8) of the preconditioned network;
+* loss: the mean over the shard of a training `Objective` (`genode.losses`): the
+  denoising loss (EDM eq. 8) for diffusion, a negative log-likelihood for flows, …;
 * gradient: of the device-averaged loss. The pmean trap: under `shard_map` with
   check_vma on, the parameters are replicated (device-invariant) and their gradient is
   already summed over devices, so pmean(grad(local loss)) is n_devices × the true
@@ -20,60 +21,50 @@ device's shard of the batch and run over all devices by `genode.train.parallel`
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
-from genode.denoiser import precondition
-from genode.formulations import Formulation
-from genode.losses import denoising_loss
+from genode.losses import Batch, Metrics, Objective
 from genode.train.optim import EmaDecay, learning_rate_of, update_ema
 from genode.train.state import TrainState
 
-Batch = Mapping[str, jax.Array]
-Metrics = dict[str, jax.Array]
-TrainStep = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
+TrainStep = Callable[..., tuple[TrainState, Metrics]]
 
 
-def make_train_step(formulation: Formulation, model: nn.Module,
-                    optimizer: optax.GradientTransformation, *,
-                    ema_decay: float | EmaDecay, axis_name: str = "data",
-                    class_conditional: bool = False) -> TrainStep:
-  """The per-device step; run it under a named axis `axis_name` (see `DataParallel`).
+def make_train_step(objective: Objective, optimizer: optax.GradientTransformation, *,
+                    ema_decay: float | EmaDecay, axis_name: str = "data") -> TrainStep:
+  """The per-device step of `objective`; run it under a named axis (see `DataParallel`).
 
+  objective: `objective(params, batch, key, *frozen) -> (per-sample loss (B_local,),
+    metrics)` (`genode.losses.Objective`); `key` is this device's key of this step.
   ema_decay: β, or a function of the step k giving β(k) (`optim.ema_decay_schedule`).
-  class_conditional: pass batch["label"] (B,) to the model as `class_labels`.
 
-  train_step(state, batch): batch["x"] is this device's (B_local, ...) shard. Returns the
-  new state and device-averaged scalar metrics:
+  train_step(state, batch, *frozen): batch is this device's shard (leaves (B_local, ...));
+  `frozen` are replicated inputs that are not trained (e.g. a teacher's parameters),
+  arguments of the compiled step rather than constants baked into it. Returns the new
+  state and device-averaged scalar metrics:
     loss       the mean training loss over the global batch,
     grad_norm  the global norm of the averaged gradient, before clipping,
     learning_rate  the rate used by this update (if the optimizer injects it),
     ema_decay  β used for this step's EMA update,
-    nonfinite  bool: loss or gradient has a NaN/Inf (the update is not skipped; stop).
+    nonfinite  bool: loss or gradient has a NaN/Inf (the update is not skipped; stop),
+  plus the objective's own metrics (averaged over devices).
   """
   ema_decay_fn = ema_decay if callable(ema_decay) else (lambda step: jnp.float32(ema_decay))
 
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+  def train_step(state: TrainState, batch: Batch, *frozen) -> tuple[TrainState, Metrics]:
     device_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step),
                                     lax.axis_index(axis_name))
-    noise_key, dropout_key = jax.random.split(device_key)
-    labels = {"class_labels": batch["label"]} if class_conditional else {}
 
     def mean_loss(params):
-      def network(x_in, c_noise):
-        return model.apply({"params": params}, x_in, c_noise, train=True,
-                           rngs={"dropout": dropout_key}, **labels)
+      per_sample, extra = objective(params, batch, device_key, *frozen)
+      return lax.pmean(jnp.mean(per_sample), axis_name), extra
 
-      per_sample = denoising_loss(formulation, precondition(formulation, network),
-                                  batch["x"], noise_key)
-      return lax.pmean(jnp.mean(per_sample), axis_name)
-
-    loss, grads = jax.value_and_grad(mean_loss)(state.params)
+    (loss, extra), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
     grads = lax.pmean(grads, axis_name)  # the average (identity under shard_map + check_vma)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -82,8 +73,9 @@ def make_train_step(formulation: Formulation, model: nn.Module,
                               ema_params=update_ema(state.ema_params, params, beta))
 
     grad_norm = optax.tree.norm(grads)
-    metrics = {"loss": loss, "grad_norm": grad_norm, "ema_decay": beta,
-               "nonfinite": ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))}
+    metrics = {name: lax.pmean(value, axis_name) for name, value in extra.items()}
+    metrics.update({"loss": loss, "grad_norm": grad_norm, "ema_decay": beta,
+                    "nonfinite": ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))})
     learning_rate = learning_rate_of(opt_state)
     if learning_rate is not None:
       metrics["learning_rate"] = learning_rate

@@ -13,7 +13,9 @@ checkpoint repeats the uninterrupted run bit for bit. Around the jitted step:
 * sample grids `<workdir>/samples/step_<k>.png` every `sample_every` steps and at the end,
   from the EMA parameters with `config.sampler` (the sampler is jitted once);
   `sample_every = 0` writes none;
-* SIGTERM / SIGINT: the loop saves a checkpoint at the current step and returns.
+* SIGTERM / SIGINT: the loop saves a checkpoint at the current step and returns;
+* one run per workdir: process 0 holds `<workdir>/lock.json` while it trains
+  (`genode.workdir.hold`); a second run there is refused, naming the holder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from genode import images
+from genode import workdir as workdir_lib
 from genode.experiment import Experiment
 from genode.train import checkpoint as checkpoint_lib
 from genode.train import metrics as metrics_lib
@@ -57,18 +60,26 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 def train_experiment(experiment: Experiment, workdir: str, *,
                      overwrite: bool = False) -> Any:
   """`train` for an already built Experiment (e.g. with a dataset object of one's own)."""
+  is_main = experiment.process_index == 0
+  lock = workdir_lib.hold(workdir) if is_main else contextlib.nullcontext()
+  with lock:
+    return _train(experiment, workdir, overwrite=overwrite)
+
+
+def _train(experiment: Experiment, workdir: str, *, overwrite: bool) -> Any:
   config, tc = experiment.config, experiment.config.train
   is_main = experiment.process_index == 0
-  checkpoint_lib.prepare_workdir(workdir, config, overwrite=overwrite, write=is_main)
+  workdir_lib.prepare_workdir(workdir, config, overwrite=overwrite, write=is_main)
   _sync("genode_prepare_workdir", experiment)
   checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=tc.keep_checkpoints)
   restored = checkpointer.restore_newest(experiment.abstract_state(), move_broken=is_main)
   if restored is None:
     state, start = experiment.init_state(), 0
-    logging.info("Training %s from scratch in %s", _describe(config), workdir)
+    logging.info("Training %s from scratch in %s", experiment.describe(), workdir)
   else:
     state, start = restored
-    logging.info("Resuming %s from checkpoint %d in %s", _describe(config), start, workdir)
+    logging.info("Resuming %s from checkpoint %d in %s", experiment.describe(), start,
+                 workdir)
     if is_main:
       metrics_lib.truncate_metrics(workdir, start)
   parallel = experiment.parallel
@@ -158,14 +169,14 @@ class _Run:
     self.last_saved = step
 
   def write_samples(self, step: int, replicated) -> None:
-    experiment = self.experiment
+    experiment, family = self.experiment, self.experiment.family
     num = experiment.config.sampler.num_samples
     if self._sampler is None:
-      self._sampler = experiment.make_sampler(num)
+      self._sampler = family.make_sampler(num)
     ema_params = experiment.parallel.unreplicate(replicated).ema_params
     key = jax.random.fold_in(jax.random.key(experiment.config.seed), step)
     start = time.perf_counter()
-    x, info = self._sampler(ema_params, key, experiment.grid_labels(num))
+    x, info = self._sampler(ema_params, key, family.grid_labels(num))
     x = np.asarray(jax.device_get(x))
     path = os.path.join(self.workdir, SAMPLES_DIR, f"step_{step}.png")
     images.save_samples(path, x, getattr(experiment.dataset, "to_uint8", None))
@@ -208,8 +219,3 @@ def _stop_on_signals():
 def _sync(name: str, experiment: Experiment) -> None:
   if experiment.process_count > 1:
     multihost_utils.sync_global_devices(name)
-
-
-def _describe(config: ml_collections.ConfigDict) -> str:
-  return (f"{config.formulation.name}/{config.model.name} on {config.data.name} "
-          f"({config.train.num_steps} steps, batch {config.train.batch_size})")

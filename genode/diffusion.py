@@ -1,0 +1,342 @@
+"""The diffusion model family: every formulation's network, as a denoiser D(x; σ).
+
+`Diffusion(formulation, model, data_shape, num_classes, sampler)` owns what is particular
+to diffusion models (VP, VE, EDM, rectified flow, DDPM: one `Formulation` each):
+
+* `init_params(key, batch)`: the network's parameters (the values of the batch are not
+  used, only its shape);
+* `objective()`: the denoising loss (EDM eq. 8) of the preconditioned network (eq. 7);
+* `denoiser(params, …)`: D(x; σ), with classifier-free guidance;
+* `sample(params, key, num, …)`: the probability-flow ODE through `genode.sampling`;
+* `log_likelihood(params, x, key, …)`: the PF-ODE density (`genode.likelihood`);
+* `sampler_settings(eval_config)`: the evaluation's sampler settings (solvers × steps,
+  adaptive solvers × tolerances), each drawn with `setting_sampler`.
+
+The training loop, the evaluation and the launchers call these methods only (see
+`genode.families` for the other families and the table that resolves them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genode import likelihood as likelihood_lib
+from genode import sampling
+from genode.denoiser import Denoiser, precondition
+from genode.formulations import Formulation
+from genode.losses import Objective, denoising_objective
+
+COORDINATES = ("sigma", "native")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+  """How the family samples by default (`config.sampler`).
+
+  solver: a name in `genode.sampling.SOLVERS`; options: its options (e.g. S_churn, rtol);
+  grid, steps: a named σ grid (`genode.sampling.GRIDS`) with `steps` steps, or `sigmas`:
+  an explicit strictly decreasing σ list (a final 0 = a last denoising step), which then
+  takes precedence; sigma_min/sigma_max: None = the formulation's; coordinates: "sigma"
+  (dx/dσ, s = 1) or "native" (the formulation's own ODE in its time t, EDM eq. 4).
+  """
+
+  solver: str = "heun"
+  grid: str = "karras"
+  steps: int = 18
+  sigma_min: float | None = None
+  sigma_max: float | None = None
+  sigmas: tuple[float, ...] | None = None
+  options: tuple[tuple[str, Any], ...] = ()
+  coordinates: str = "sigma"
+  num_samples: int = 64
+  guidance_scale: float = 1.0
+
+  @classmethod
+  def from_config(cls, sampler) -> "SamplerSpec":
+    """From a `config.sampler` section (unknown solver/grid/coordinates → ValueError)."""
+    values = {f.name: sampler.get(f.name, f.default) for f in dataclasses.fields(cls)}
+    options = values["options"]
+    values["options"] = tuple(sorted(dict(options or {}).items()))
+    values["sigmas"] = tuple(float(s) for s in values["sigmas"]) if values["sigmas"] else None
+    spec = cls(**values)
+    sampling.get_solver(spec.solver)
+    if spec.grid not in sampling.GRIDS:
+      raise ValueError(f"Unknown grid {spec.grid!r}; valid grids: {list(sampling.GRIDS)}")
+    if spec.coordinates not in COORDINATES:
+      raise ValueError(f"Unknown sampler.coordinates {spec.coordinates!r}; valid: "
+                       f"{list(COORDINATES)}")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSetting:
+  """One evaluated sampler: a fixed-grid solver with `steps` on `grid`, or an adaptive one
+  at `tol` (rtol = atol = tol)."""
+
+  solver: str
+  grid: str = "karras"
+  steps: int = 18
+  tol: float | None = None
+
+  @property
+  def name(self) -> str:
+    if self.tol is not None:
+      return f"{self.solver}_tol{self.tol:g}"
+    return f"{self.solver}_{self.grid}{self.steps}"
+
+  @property
+  def options(self) -> dict:
+    return {} if self.tol is None else {"rtol": self.tol, "atol": self.tol}
+
+  def describe(self) -> dict:
+    return dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
+                steps=None if self.tol is not None else self.steps, tol=self.tol)
+
+
+class Overrides(NamedTuple):
+  """Checked sampler overrides: `make_sampler` arguments, a file label, a JSON record."""
+
+  kwargs: dict
+  label: str
+  record: dict
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Diffusion:
+  """A diffusion model: `model` (F of genode.models) preconditioned by `formulation`."""
+
+  formulation: Formulation
+  model: Any  # a flax.linen.Module with genode.models' call signature
+  data_shape: tuple[int, ...]
+  num_classes: int = 0
+  sampler: SamplerSpec = SamplerSpec()
+
+  name = "diffusion"
+
+  # -- training ---------------------------------------------------------------
+  def init_params(self, key: jax.Array, batch: dict) -> Any:
+    """The network's parameters for `key`; only the shape of batch["x"] is used.
+
+    The key splits in three (init, dropout, unused), as in every earlier version of
+    genode, so that a seed gives the same parameters.
+    """
+    init_key, dropout_key, _ = jax.random.split(key, 3)
+    x = jnp.zeros((1,) + self.data_shape, jnp.float32)
+    noise_labels = jnp.zeros((1,), jnp.float32)
+    labels = {"class_labels": jnp.zeros((1,), jnp.int32)} if self.num_classes else {}
+    try:
+      hash(self.model)
+      init = _init_variables
+    except TypeError:  # a module with unhashable fields (e.g. a list): initialize eagerly
+      init = _init_variables.__wrapped__
+    return params_collection(init(self.model, init_key, dropout_key, x, noise_labels, labels))
+
+  def objective(self) -> Objective:
+    """The denoising loss (EDM eq. 8) of the preconditioned network."""
+    return denoising_objective(self.formulation, self.model,
+                               class_conditional=self.num_classes > 0)
+
+  # -- the trained model ------------------------------------------------------
+  def network(self, params, class_labels: jax.Array | None = None):
+    """F(x_in, c_noise) of the model with `params` (inference mode), class labels fixed."""
+
+    def apply(x_in, c_noise):
+      return self.model.apply({"params": params}, x_in, c_noise, class_labels=class_labels,
+                              train=False)
+
+    return apply
+
+  def denoiser(self, params, class_labels: jax.Array | None = None,
+               guidance_scale: float = 1.0) -> Denoiser:
+    """D(x; σ), with classifier-free guidance D_u + w·(D_c − D_u) (Ho & Salimans 2022).
+
+    `class_labels` None = unconditional; w = `guidance_scale` (1 = plain conditional).
+    Guidance needs a model trained with label dropout (`model.label_dropout` > 0).
+    """
+    unconditional = precondition(self.formulation, self.network(params))
+    if class_labels is None:
+      if guidance_scale != 1.0:
+        raise ValueError("guidance_scale != 1 needs class_labels (guidance mixes the "
+                         "conditional and the unconditional denoiser)")
+      return unconditional
+    if self.num_classes == 0:
+      raise ValueError("class_labels given, but the model is unconditional "
+                       "(model.num_classes = 0)")
+    conditional = precondition(self.formulation, self.network(params, class_labels))
+    if guidance_scale == 1.0:
+      return conditional
+
+    def guided(x, sigma):
+      d_uncond = unconditional(x, sigma)
+      return d_uncond + guidance_scale * (conditional(x, sigma) - d_uncond)
+
+    return guided
+
+  # -- sampling ---------------------------------------------------------------
+  @property
+  def sigma_range(self) -> tuple[float, float]:
+    """(σ_min, σ_max) of sampling and of the likelihood: the sampler's, else the
+    formulation's."""
+    spec = self.sampler
+    lo = self.formulation.sigma_min if spec.sigma_min is None else spec.sigma_min
+    hi = self.formulation.sigma_max if spec.sigma_max is None else spec.sigma_max
+    return float(lo), float(hi)
+
+  def sampler_sigmas(self, grid: str | None = None, steps: int | None = None,
+                     sigma_min: float | None = None, sigma_max: float | None = None):
+    """The sampling grid (σ_max … σ_min, 0): the spec's explicit `sigmas` if it has them
+    and nothing is asked for, else the named grid, the spec filling what is not given."""
+    spec = self.sampler
+    if spec.sigmas is not None and grid is None and steps is None:
+      sigmas = np.asarray(spec.sigmas, np.float64)
+      sampling.check_sigmas(sigmas)
+      return sigmas
+    lo, hi = self.sigma_range
+    pick = lambda value, default: default if value is None else value
+    return sampling.get_sigmas(pick(grid, spec.grid), pick(steps, spec.steps),
+                               pick(sigma_min, lo), pick(sigma_max, hi),
+                               formulation=self.formulation)
+
+  def sample(self, params, key: jax.Array, num: int, *, solver: str | None = None,
+             sigmas: jax.Array | None = None, class_labels: jax.Array | None = None,
+             guidance_scale: float | None = None, **options):
+    """`num` samples (num, *data_shape) and a `SampleInfo`, through `genode.sampling.sample`.
+
+    Defaults come from the sampler spec (`config.sampler`): solver and its options, grid
+    or explicit σ's, coordinates; x starts at σ_0·n, n ~ N(0, I) from `key`. Call it under
+    `jax.jit` (static num/solver) or use `make_sampler` to jit once.
+    """
+    spec = self.sampler
+    if solver is None:
+      solver, options = spec.solver, {**dict(spec.options), **options}
+    sigmas = self.sampler_sigmas() if sigmas is None else sigmas
+    guidance_scale = spec.guidance_scale if guidance_scale is None else guidance_scale
+    if class_labels is None:
+      guidance_scale = 1.0
+    denoiser = self.denoiser(params, class_labels, guidance_scale)
+    noise_key, solver_key = jax.random.split(key)
+    x = sigmas[0] * jax.random.normal(noise_key, (num,) + self.data_shape, jnp.float32)
+    formulation = self.formulation if spec.coordinates == "native" else None
+    return sampling.sample(denoiser, x, sigmas, solver, key=solver_key,
+                           formulation=formulation, **options)
+
+  def make_sampler(self, num: int, **kwargs) -> Callable:
+    """`jit`-compiled `(params, key, class_labels=None) -> (samples, info)` with the given
+    `sample` arguments (solver, sigmas, guidance_scale, options)."""
+    sigmas = kwargs.pop("sigmas", None)
+    sigmas = self.sampler_sigmas() if sigmas is None else sigmas
+    return jax.jit(lambda params, key, class_labels=None: self.sample(
+        params, key, num, sigmas=sigmas, class_labels=class_labels, **kwargs))
+
+  def sampler_overrides(self, *, solver: str | None = None, grid: str | None = None,
+                        steps: int | None = None, sigmas=None,
+                        guidance_scale: float | None = None, **options) -> "Overrides":
+    """Checks sampler overrides (launch.sample's flags) against the spec; unknown solver
+    or grid names → ValueError listing the valid ones, before anything is compiled."""
+    spec = self.sampler
+    if solver is not None:
+      sampling.get_solver(solver)
+    if grid is not None and grid not in sampling.GRIDS:
+      raise ValueError(f"Unknown grid {grid!r}; valid grids: {list(sampling.GRIDS)}")
+    solver_name = solver or spec.solver
+    if solver is None:
+      options = {**dict(spec.options), **options}
+    if sigmas is not None:
+      sigmas = np.asarray(sigmas, np.float64)
+      sampling.check_sigmas(sigmas)
+      label, grid, steps = f"{solver_name}_sigmas{len(sigmas) - 1}", "explicit", None
+    else:
+      sigmas = self.sampler_sigmas(grid=grid, steps=steps)
+      if spec.sigmas is not None and grid is None and steps is None:
+        grid, steps = "explicit", None
+      else:
+        grid, steps = grid or spec.grid, steps or spec.steps
+      label = f"{solver_name}_{grid}{steps if steps is not None else len(sigmas) - 1}"
+    kwargs = dict(solver=solver_name, sigmas=sigmas, guidance_scale=guidance_scale, **options)
+    record = dict(solver=solver_name, grid=grid, steps=steps,
+                  sigmas=[float(s) for s in sigmas], options=dict(options))
+    return Overrides(kwargs=kwargs, label=label, record=record)
+
+  def grid_labels(self, num: int) -> jax.Array | None:
+    """Labels 0, 1, …, K−1, 0, … for a sample grid of a conditional model (None if not)."""
+    if self.num_classes == 0:
+      return None
+    return jnp.arange(num, dtype=jnp.int32) % self.num_classes
+
+  # -- evaluation -------------------------------------------------------------
+  def sampler_settings(self, eval_config) -> list[SamplerSetting]:
+    """eval.solvers × eval.steps on eval.grid, then eval.adaptive_solvers × tolerances.
+
+    ValueError naming the valid choices for an unknown solver or grid.
+    """
+    adaptive = sorted(n for n, s in sampling.SOLVERS.items() if s.adaptive)
+    fixed = sorted(set(sampling.SOLVERS) - set(adaptive))
+    for solver in eval_config.solvers:
+      if solver not in fixed:
+        raise ValueError(f"Unknown solver {solver!r} in eval.solvers; valid fixed-grid "
+                         f"solvers: {fixed} (adaptive ones go in eval.adaptive_solvers: "
+                         f"{adaptive})")
+    for solver in eval_config.adaptive_solvers:
+      if solver not in adaptive:
+        raise ValueError(f"Unknown solver {solver!r} in eval.adaptive_solvers; valid "
+                         f"adaptive solvers: {adaptive}")
+    if eval_config.grid not in sampling.GRIDS:
+      raise ValueError(f"Unknown grid {eval_config.grid!r}; valid grids: "
+                       f"{list(sampling.GRIDS)}")
+    if any(int(n) < 1 for n in eval_config.steps):
+      raise ValueError(f"eval.steps must be >= 1, got {eval_config.steps}")
+    fixed_settings = [SamplerSetting(s, eval_config.grid, int(n))
+                      for s in eval_config.solvers for n in eval_config.steps]
+    adaptive_settings = [SamplerSetting(s, tol=float(t))
+                         for s in eval_config.adaptive_solvers for t in eval_config.tolerances]
+    return fixed_settings + adaptive_settings
+
+  def setting_sampler(self, setting: SamplerSetting, num: int) -> tuple[Callable, dict]:
+    """(jitted `(params, key, labels) -> (x, info)` for `setting`, its σ range record)."""
+    sigmas = jnp.asarray(self.sampler_sigmas(grid=setting.grid, steps=setting.steps))
+    fn = jax.jit(lambda p, key, labels: self.sample(
+        p, key, num, solver=setting.solver, sigmas=sigmas, class_labels=labels,
+        **setting.options))
+    positive = sigmas[sigmas > 0]
+    return fn, dict(sigma_max=float(sigmas[0]), sigma_min=float(positive[-1]))
+
+  def log_likelihood(self, params, x: jax.Array, key: jax.Array, *,
+                     class_labels: jax.Array | None = None, trace: str = "exact",
+                     num_probes: int = 1, rtol: float = 1e-5, atol: float = 1e-5):
+    """log p(x) (B,) in nats of the PF-ODE between the sampler's σ_min and σ_max, prior
+    N(0, σ_max² I) (`genode.likelihood`), and its `LikelihoodInfo` (nfe, stderr, …)."""
+    sigma_min, sigma_max = self.sigma_range
+    return likelihood_lib.log_likelihood(
+        self.denoiser(params, class_labels), x, sigma_min=sigma_min, sigma_max=sigma_max,
+        trace=trace, key=key if trace == "hutchinson" else None, num_probes=num_probes,
+        rtol=rtol, atol=atol)
+
+  def likelihood_record(self) -> dict:
+    """What `log_likelihood` integrates over, for the evaluation's record."""
+    sigma_min, sigma_max = self.sigma_range
+    return dict(sigma_min=sigma_min, sigma_max=sigma_max)
+
+  def describe(self) -> str:
+    return f"{type(self.formulation).__name__} {type(self.model).__name__}"
+
+
+def params_collection(variables) -> Any:
+  """The "params" of flax variables; ValueError for other collections (batch statistics)."""
+  other = sorted(set(variables) - {"params"})
+  if other:
+    raise ValueError(f"The model has variable collections {other} besides 'params'; the "
+                     "train step only supports stateless models (no batch statistics).")
+  return variables["params"]
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _init_variables(model, init_key, dropout_key, x, noise_labels, labels):
+  """model.init, compiled once per (model, shapes): flax modules are hashable."""
+  return model.init({"params": init_key, "dropout": dropout_key}, x, noise_labels, train=False,
+                    **labels)
