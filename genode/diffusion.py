@@ -275,7 +275,8 @@ class Diffusion:
 
     ValueError naming the valid choices for an unknown solver or grid.
     """
-    adaptive = sorted(n for n, s in sampling.SOLVERS.items() if s.adaptive)
+    adaptive = sorted(n for n, s in sampling.SOLVERS.items()
+                      if getattr(s, "adaptive", s.options is sampling.AdaptiveOptions))
     fixed = sorted(set(sampling.SOLVERS) - set(adaptive))
     for solver in eval_config.solvers:
       if solver not in fixed:

@@ -129,8 +129,10 @@ def test_bad_workdirs(workdir, tmp_path):
     evaluate.evaluate_workdir(str(broken), config)
 
 
-def test_unknown_names_fail_before_anything_runs(tmp_path):
-  nowhere = str(tmp_path / "nowhere")  # would fail later, if anything were restored
+def test_unknown_names_fail_before_anything_runs(workdir):
+  nowhere = workdir  # a real workdir: nothing may be restored, compiled or written
+  before = sorted(os.listdir(os.path.join(workdir, "eval"))) if os.path.isdir(
+      os.path.join(workdir, "eval")) else []
   with pytest.raises(ValueError, match=r"Unknown solver 'rk4'.*\['dpmpp_2m'"):
     evaluate.evaluate_workdir(nowhere, _eval_config(solvers=("rk4",)))
   with pytest.raises(ValueError, match=r"Unknown solver 'heun' in eval.adaptive_solvers.*"
@@ -143,16 +145,19 @@ def test_unknown_names_fail_before_anything_runs(tmp_path):
     evaluate.evaluate_workdir(nowhere, _eval_config(grid="cosine"))
   with pytest.raises(ValueError, match=r"Unknown params 'best'; valid: \['ema', 'raw'\]"):
     evaluate.evaluate_workdir(nowhere, _eval_config(), params="best")
-  assert not os.path.exists(nowhere)
+  after = sorted(os.listdir(os.path.join(workdir, "eval"))) if os.path.isdir(
+      os.path.join(workdir, "eval")) else []
+  assert after == before
 
 
 def test_sampler_settings_and_names():
   config = _eval_config(solvers=("euler", "heun"), steps=(4, 18), adaptive_solvers=("tsit5",),
                         tolerances=(1e-3,))
-  names = [s.name for s in evaluate.sampler_settings(config)]
+  family = Experiment.from_config(toy2d_edm.get_config("runlocal"), validate=False).family
+  names = [s.name for s in family.sampler_settings(config)]
   assert names == ["euler_karras4", "euler_karras18", "heun_karras4", "heun_karras18",
                    "tsit5_tol0.001"]
-  assert evaluate.sampler_settings(config)[-1].options == {"rtol": 1e-3, "atol": 1e-3}
+  assert family.sampler_settings(config)[-1].options == {"rtol": 1e-3, "atol": 1e-3}
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ networks), 2-D toy metrics, NLL in bits/dim, reports. Entry point: `evaluate_wor
 """
 
 from genode.evaluation.evaluate import METRICS as METRICS
-from genode.evaluation.evaluate import SamplerSetting as SamplerSetting
 from genode.evaluation.evaluate import evaluate_experiment as evaluate_experiment
 from genode.evaluation.evaluate import evaluate_workdir as evaluate_workdir
-from genode.evaluation.evaluate import sampler_settings as sampler_settings
 from genode.evaluation.frechet import FeatureStats as FeatureStats
 from genode.evaluation.frechet import feature_stats as feature_stats
 from genode.evaluation.frechet import frechet_distance as frechet_distance
