@@ -65,7 +65,18 @@ class SamplerSpec:
     values["options"] = tuple(sorted(dict(options or {}).items()))
     values["sigmas"] = tuple(float(s) for s in values["sigmas"]) if values["sigmas"] else None
     spec = cls(**values)
-    sampling.get_solver(spec.solver)
+    solver = sampling.get_solver(spec.solver)
+    options_type = getattr(solver, "options_type", None) or solver.options
+    valid = [f.name for f in dataclasses.fields(options_type)]
+    unknown = sorted(set(dict(spec.options)) - set(valid))
+    if unknown:
+      raise ValueError(f"Unknown sampler.options {unknown} for solver {spec.solver!r}; its "
+                       f"options: {valid or 'none'}")
+    accepts = getattr(solver, "accepts_formulation", getattr(solver, "native", False))
+    if spec.coordinates == "native" and not accepts:
+      raise ValueError(f"Solver {spec.solver!r} is defined in σ only; "
+                       "sampler.coordinates='native' needs one that integrates a "
+                       "formulation's own ODE")
     if spec.grid not in sampling.GRIDS:
       raise ValueError(f"Unknown grid {spec.grid!r}; valid grids: {list(sampling.GRIDS)}")
     if spec.coordinates not in COORDINATES:

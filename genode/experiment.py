@@ -149,7 +149,10 @@ def _dataset(data_config: ml_collections.ConfigDict, check_path: bool = True):
     raise FileNotFoundError(
         f"data.path {path!r} (dataset {params.get('name')!r}) does not exist; put the "
         f"dataset files there or pass --config.data.path=<folder with the files>")
-  return data_lib.get_dataset(**params)
+  dataset = data_lib.get_dataset(**params)
+  if check_path:
+    dataset.check_files()
+  return dataset
 
 
 def _check_batch(batch_size: int, process_count: int, local_devices: int) -> None:

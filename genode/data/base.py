@@ -61,6 +61,11 @@ class Dataset(abc.ABC):
     """Number of discrete values per dimension (256 for 8-bit data; 0 = continuous)."""
     return 0
 
+  def check_files(self) -> None:
+    """Raises FileNotFoundError (naming the files and where they go) if the data's files
+    are missing; a no-op for data that needs none. Constructing a dataset reads nothing,
+    so a trained model can be restored for inference without its data."""
+
   @abc.abstractmethod
   def train_batch(self, seed: int, step: int, batch_size: int, process_index: int = 0,
                   process_count: int = 1) -> dict[str, np.ndarray]:

@@ -65,7 +65,10 @@ class CIFAR10(ImageDataset):
   def __post_init__(self):
     if not self.path:
       raise ValueError(f"cifar10 needs path=<{ARCHIVE} or the {FOLDER}/ folder> ({SOURCE})")
-    self._source()  # fail at construction, not at the first batch
+
+  def check_files(self) -> None:
+    """FileNotFoundError saying where the files go (before training, not at a batch)."""
+    self._source()
 
   @property
   def shape(self):

@@ -56,7 +56,10 @@ class MNIST(ImageDataset):
   def __post_init__(self):
     if not self.path:
       raise ValueError(f"mnist needs path=<folder with the four IDX files from {SOURCE}>")
-    for which in FILES:  # fail at construction, not at the first batch
+
+  def check_files(self) -> None:
+    """FileNotFoundError naming the missing file and where it goes (before training)."""
+    for which in FILES:
       for stem in FILES[which]:
         self._file(stem)
 

@@ -54,7 +54,9 @@ def markdown_table(records: list[dict]) -> str:
       text += (f"\nfeature_fd floor (test vs train split, {first['metrics']['feature_fd_num_test']}"
                f" test images): {fd:.4g}; ratio = feature_fd / floor.\n")
   for r in records:
-    if r.get("kind") == "likelihood":
+    if r.get("kind") == "likelihood" and "nll_skipped" in r:
+      text += f"\nNLL skipped: {r['nll_skipped']}\n"
+    elif r.get("kind") == "likelihood":
       err = r.get("nll_bits_per_dim_stderr")
       text += (f"\nNLL ({r['num_examples']} {r['split']} examples, {r['trace']} trace"
                f"{', %d probes' % r['num_probes'] if r['num_probes'] else ''}, "

@@ -10,6 +10,8 @@ is `genode.workdir`'s.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging as py_logging
 import os
 import shutil
@@ -104,11 +106,12 @@ class Checkpointer:
     target = flax.serialization.to_state_dict(template)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
     manager = self._new_manager()  # fresh per attempt: a broken step can poison a manager
-    try:
-      tree = manager.restore(step, args=ocp.args.PyTreeRestore(item=target,
-                                                               restore_args=restore_args))
-    finally:
-      manager.close()
+    with _quiet_asyncio():
+      try:
+        tree = manager.restore(step, args=ocp.args.PyTreeRestore(item=target,
+                                                                 restore_args=restore_args))
+      finally:
+        manager.close()
     _check_shapes(target, tree, step)
     return flax.serialization.from_state_dict(template, tree)
 
@@ -143,6 +146,24 @@ class Checkpointer:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.move(source, target)
     logging.warning("Moved the unreadable checkpoint %s to %s", source, target)
+
+
+@contextlib.contextmanager
+def _quiet_asyncio():
+  """Silences asyncio's own error logs while a restore runs and is cleaned up.
+
+  A failed orbax restore leaves tasks of its event loop behind; when they are collected
+  asyncio logs "Event loop is closed" tracebacks for each. The failure itself is
+  reported once, by `restore_newest`'s warning (or the raised error).
+  """
+  logger = py_logging.getLogger("asyncio")
+  level = logger.level
+  logger.setLevel(py_logging.CRITICAL)
+  try:
+    yield
+  finally:
+    gc.collect()  # the leftover tasks are collected (and would log) here, still silenced
+    logger.setLevel(level)
 
 
 def _check_shapes(target, restored, step):
