@@ -21,10 +21,21 @@ def parse_flags(argv: Sequence[str], config_flag: str = "config") -> list[str]:
   try:
     return flags.FLAGS(list(argv))
   except flags.Error as e:
-    _exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+    _exit(f"FATAL Flags parsing error: {_last_error_line(str(e))}\nPass --helpshort or "
+          "--helpfull to see help on flags.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     _exit(override_error_message(argv, config_flag, e))
   raise AssertionError("unreachable")
+
+
+def _last_error_line(message: str) -> str:
+  """A flag error's message without the traceback ml_collections embeds in it (a config
+  file that raised): its last `SomeError: …` line, or the message as it is."""
+  if "Traceback (most recent call last)" not in message:
+    return message
+  lines = [line.strip() for line in message.splitlines()]
+  errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+  return errors[-1] if errors else lines[-1]
 
 
 def override_error_message(argv: Sequence[str], config_flag: str, error: Exception) -> str:
