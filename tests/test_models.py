@@ -201,12 +201,13 @@ def test_unet_rejects_sizes_it_cannot_halve():
 
 
 def test_cifar10_ddpmpp_parameter_count():
-  """EDM's CIFAR-10 DDPM++ (config F): 55.73M parameters (EDM Table 7 lists 56M)."""
-  model = get_model("unet", base_channels=128, channel_mults=[2, 2, 2], num_res_blocks=4,
-                    attention_resolutions=[16], dropout=0.13)
-  x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  params = jax.eval_shape(model.init, _key(0), x, jax.ShapeDtypeStruct((1,), jnp.float32))
-  assert 55.6e6 < count_params(params) < 55.9e6
+  """configs/cifar10_edm.py builds EDM's CIFAR-10 DDPM++ (config F): 55.73 M parameters
+  (EDM Table 7 lists 56 M); read from the config itself, so that config drift fails."""
+  from configs import cifar10_edm  # pylint: disable=g-import-not-at-top
+  from genode.experiment import Experiment  # pylint: disable=g-import-not-at-top
+  experiment = Experiment.from_config(cifar10_edm.get_config(), validate=False,
+                                      for_training=False)
+  assert count_params(experiment.abstract_state().params) == 55_732_739
 
 
 def test_get_model_errors():
