@@ -186,3 +186,17 @@ def test_couplings_dataset_bad_input(tmp_path):
     Couplings(out, expected_shape=(8, 8, 1))
   with open(os.path.join(out, "manifest.json")) as f:
     assert json.load(f)["complete"]
+
+
+def test_conditional_teacher_sample_and_nonfinite_teacher(tmp_path):
+  teacher = _teacher()
+  conditional = store.make_teacher_sample(
+      lambda labels: (lambda x, s: teacher.denoiser(x, s) + labels[:, None]), SIGMAS, "euler",
+      conditional=True)
+  out = str(tmp_path / "c")
+  store.write_couplings(out, conditional, _settings(num_classes=2))
+  pairs = Couplings(out).split("train")
+  assert pairs["label"].shape == (20,)
+  with pytest.raises(ValueError, match="non-finite"):
+    store.write_couplings(str(tmp_path / "nan"), lambda z: z * np.nan, _settings())
+  assert store.completed_shards(str(tmp_path / "nan"), 3) == []

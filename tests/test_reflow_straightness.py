@@ -77,6 +77,19 @@ def test_straightness_of_a_known_curve(x64):
   c, delta, z0 = np.array([1.0, 2.0]), np.array([3.0, -1.0]), np.array([0.5, 0.5])
   states = z0 + tau[:, None] * delta + (tau * (1 - tau))[:, None] * c
   traj = straight_lib.Trajectory(jnp.asarray(0.999 * (1 - tau)), jnp.asarray(states[:, None, :]))
-  result = straight_lib.straightness(traj)
+  result = straight_lib.trajectory_straightness(traj)
   np.testing.assert_allclose(result.straightness, np.sum(c**2) / 3, rtol=1e-5)
   np.testing.assert_allclose(result.transport, np.sum(delta**2), rtol=1e-12)
+
+
+def test_trajectory_plot(tmp_path, x64):
+  from genode.reflow import plots
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 2, jnp.float64)
+  coupling = ideal.LinearCoupling.of_gaussian_flow(gaussian, SIGMA_MAX)
+  z = jax.random.normal(jax.random.key(6), (16, 2), jnp.float64)
+  paths = {"1-RF": straight_lib.rf_trajectory(gaussian.denoiser, z, 8, SIGMA_MAX),
+           "2-RF": straight_lib.rf_trajectory(coupling.denoiser, z, 8, SIGMA_MAX)}
+  path = str(tmp_path / "figs" / "trajectories.png")
+  plots.plot_trajectories(path, paths)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

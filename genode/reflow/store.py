@@ -228,6 +228,9 @@ def _generate_shard(teacher_sample, settings: CouplingSettings, shard: int) -> d
   if x.shape != z.shape:
     raise ValueError(f"teacher_sample returned x of shape {x.shape[1:]} per batch of "
                      f"{b}, expected {z.shape[1:]}")
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"The teacher's sampler produced non-finite x in shard {shard}: nothing "
+                     "was written for it (check the teacher and the sampler settings).")
   rows = settings.shard_rows(shard)
   arrays = {"z": z[:rows], "x": x[:rows],
             "nfe": np.asarray([int(np.asarray(n)) for _, n in calls], np.int32)}
@@ -310,9 +313,13 @@ def _duration(seconds: float) -> str:
 
 
 def make_teacher_sample(denoiser, sigmas, solver: str = "tsit5", *, formulation=None,
-                        **options) -> Callable[[jax.Array], tuple[jax.Array, Any]]:
+                        conditional: bool = False,
+                        **options) -> Callable[..., tuple[jax.Array, Any]]:
   """A jitted `teacher_sample(z) -> (x, SampleInfo)`: `sample(D, σ_max·z, sigmas, solver)`.
 
+  denoiser: D(x̄; σ); with `conditional`, a function of the labels (B,) returning D
+    (e.g. `lambda labels: experiment.denoiser(params, labels)`), and the sampler is
+    `teacher_sample(z, labels)`.
   sigmas: the teacher's grid (M,), sigmas[0] = σ_max, ending at 0 (x at σ = 0);
   `formulation` and `**options` go to `genode.sampling.sample` (e.g. rtol=atol=1e-5,
   the paper's RK45 tolerance, with solver="dopri5").
@@ -322,9 +329,10 @@ def make_teacher_sample(denoiser, sigmas, solver: str = "tsit5", *, formulation=
   if sigmas[-1] != 0:
     raise ValueError(f"The teacher's grid must end at σ = 0 (the data), got {sigmas[-1]}.")
 
-  @jax.jit
-  def teacher_sample(z):
-    return sampling.sample(denoiser, jnp.asarray(sigmas[0], z.dtype) * z, sigmas, solver, formulation=formulation,
-                           **options)
+  def run(d, z):
+    return sampling.sample(d, jnp.asarray(sigmas[0], z.dtype) * z, sigmas, solver,
+                           formulation=formulation, **options)
 
-  return teacher_sample
+  if conditional:
+    return jax.jit(lambda z, labels: run(denoiser(labels), z))
+  return jax.jit(lambda z: run(denoiser, z))

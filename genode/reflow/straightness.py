@@ -67,7 +67,7 @@ def rf_trajectory(denoiser: Denoiser, noise: jax.Array, num_steps: int, sigma_ma
   return Trajectory(jnp.asarray(rf_time(sigmas), dtype), rf)
 
 
-def straightness(trajectory: Trajectory) -> Straightness:
+def trajectory_straightness(trajectory: Trajectory) -> Straightness:
   """S(Z) of eq. 3 from the states (finite differences in τ = 1 − t/t_max; see module)."""
   t, x = trajectory
   tau = 1 - t / t[0]
@@ -84,9 +84,9 @@ def straightness(trajectory: Trajectory) -> Straightness:
 def measure_straightness(denoiser: Denoiser, noise: jax.Array, num_steps: int = 100,
                          sigma_max: float = 999.0, solver: str = "euler",
                          **options) -> Straightness:
-  """`straightness(rf_trajectory(...))`: S(Z) of the denoiser's PF-ODE from `noise`.
+  """`trajectory_straightness(rf_trajectory(...))`: S(Z) of the denoiser's PF-ODE from `noise`.
 
   sigma_max: the start x̄ = σ_max·noise (genode's RF: 999, t = 0.999; an EDM teacher: 80).
   """
-  return straightness(rf_trajectory(denoiser, noise, num_steps, sigma_max, solver,
+  return trajectory_straightness(rf_trajectory(denoiser, noise, num_steps, sigma_max, solver,
                                     **options))
