@@ -124,6 +124,22 @@ def test_resume_with_other_settings_is_refused_unless_overwrite(tmp_path):
   assert _read_all(out) != before
 
 
+def test_overwrite_by_one_process_never_reuses_another_processes_stale_shards(tmp_path):
+  out, fresh = str(tmp_path / "c"), str(tmp_path / "fresh")
+  teacher_sample = _teacher_sample()
+  store.write_couplings(out, teacher_sample, _settings(num_pairs=40))  # 5 shards
+  new = _settings(seed=4)  # 3 shards
+  store.write_couplings(out, teacher_sample, new, process_index=0, process_count=2,
+                        overwrite=True)
+  assert not store.read_manifest(out)["complete"]
+  summary = store.write_couplings(out, teacher_sample, new, process_index=1, process_count=2)
+  assert summary.shards_written == (1,)
+  store.write_couplings(fresh, teacher_sample, new)
+  assert _read_all(out) == _read_all(fresh)
+  assert sorted(n for n in os.listdir(out) if n.startswith("shard_")) == [
+      "shard_00000", "shard_00001", "shard_00002"]
+
+
 def test_labels_are_stored_and_passed_to_the_teacher(tmp_path):
   settings = _settings(num_classes=3)
   out = str(tmp_path / "c")
@@ -199,4 +215,4 @@ def test_conditional_teacher_sample_and_nonfinite_teacher(tmp_path):
   assert pairs["label"].shape == (20,)
   with pytest.raises(ValueError, match="non-finite"):
     store.write_couplings(str(tmp_path / "nan"), lambda z: z * np.nan, _settings())
-  assert store.completed_shards(str(tmp_path / "nan"), 3) == []
+  assert store.completed_shards(str(tmp_path / "nan"), _settings()) == []

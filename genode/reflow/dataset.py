@@ -41,7 +41,7 @@ class Couplings(base.Dataset):
     if self.expected_shape is not None and tuple(self.expected_shape) != shape:
       raise ValueError(f"Couplings at {self.path!r} have examples of shape {shape}, "
                        f"expected {tuple(self.expected_shape)}.")
-    done = store.completed_shards(self.path, self.settings.num_shards)
+    done = store.completed_shards(self.path, self.settings)
     if len(done) != self.settings.num_shards:
       raise ValueError(f"Couplings at {self.path!r} are incomplete ({len(done)} of "
                        f"{self.settings.num_shards} shards): resume their generation.")

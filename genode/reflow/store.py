@@ -16,9 +16,12 @@ Layout of a couplings directory:
     <out>/shard_00000/x.npy       float32 (m, *shape): the teacher's x at σ = 0
     <out>/shard_00000/label.npy   int32 (m,): class labels, only when num_classes > 0
     <out>/shard_00000/nfe.npy     int32 (m / batch_size,): NFE of each sampler call
+    <out>/shard_00000/settings.sha256  the fingerprint of the settings that made it
 
 m = shard_size except for the last shard. Every shard is written to
-`shard_<i>.tmp/` and renamed into place, so a shard directory exists only when complete.
+`shard_<i>.tmp/` and renamed into place, so a shard directory exists only when complete;
+it counts as done only if its fingerprint matches the manifest's settings (a shard left
+by other settings is stale, never reused).
 The inputs of shard i are a pure function of (seed, i) (`shard_inputs`), and shard i is
 computed as the same `shard_size / batch_size` sampler calls on the same rows, so a killed
 run resumed at its first missing shard writes exactly the pairs of an uninterrupted run,
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -97,6 +101,11 @@ class CouplingSettings:
     """The settings as plain JSON values (tuples become lists), as stored in the manifest."""
     return json.loads(json.dumps(dataclasses.asdict(self)))
 
+  @property
+  def fingerprint(self) -> str:
+    """sha256 of the settings' canonical JSON, stamped into every shard."""
+    return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
 
 def shard_inputs(settings: CouplingSettings, shard: int) -> tuple[np.ndarray, np.ndarray | None]:
   """(z float32 (shard_size, *shape), labels int32 (shard_size,) or None) of `shard`.
@@ -128,9 +137,21 @@ def shard_dir(out: str, shard: int) -> str:
   return os.path.join(out, f"shard_{shard:05d}")
 
 
-def completed_shards(out: str, num_shards: int) -> list[int]:
-  """Shards whose directory exists (renamed into place only when complete)."""
-  return [i for i in range(num_shards) if os.path.isdir(shard_dir(out, i))]
+FINGERPRINT = "settings.sha256"
+
+
+def _shard_fingerprint(out: str, shard: int) -> str | None:
+  try:
+    with open(os.path.join(shard_dir(out, shard), FINGERPRINT)) as f:
+      return f.read().strip()
+  except FileNotFoundError:
+    return None
+
+
+def completed_shards(out: str, settings: CouplingSettings) -> list[int]:
+  """Shards written (renamed into place only when complete) with these settings."""
+  fingerprint = settings.fingerprint
+  return [i for i in range(settings.num_shards) if _shard_fingerprint(out, i) == fingerprint]
 
 
 def read_manifest(out: str) -> dict:
@@ -163,7 +184,7 @@ def manifest(out: str, settings: CouplingSettings, created: str | None = None) -
   num_pairs_completed, complete, nfe_per_batch (min/mean/max over the completed shards'
   sampler calls, or null).
   """
-  done = completed_shards(out, settings.num_shards)
+  done = completed_shards(out, settings)
   nfe = [np.load(os.path.join(shard_dir(out, i), "nfe.npy")) for i in done]
   nfe = np.concatenate(nfe) if nfe else np.zeros((0,), np.int32)
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -201,10 +222,21 @@ def _prepare(out: str, settings: CouplingSettings, process_index: int, process_c
     raise ValueError(f"{out!r} holds couplings made with other settings ({'; '.join(diffs)}): "
                      "pass overwrite=True (--overwrite) to replace them.")
   logging.warning("Overwriting the couplings in %s (%s).", out, "; ".join(diffs))
-  old_shards = max(int(old.get("num_shards", 0)), settings.num_shards)
-  for i in range(process_index, old_shards, process_count):
-    shutil.rmtree(shard_dir(out, i), ignore_errors=True)
+  _remove_stale_shards(out, settings)
   return None
+
+
+def _remove_stale_shards(out: str, settings: CouplingSettings) -> None:
+  """Deletes every shard made with other settings (any process's: they are never reused)."""
+  fingerprint = settings.fingerprint
+  for name in sorted(os.listdir(out)):
+    if name.startswith("shard_") and not name.endswith(".tmp"):
+      try:
+        shard = int(name[len("shard_"):])
+      except ValueError:
+        continue
+      if _shard_fingerprint(out, shard) != fingerprint:
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
 
 
 def _teacher_batch(teacher_sample: TeacherSample, z, labels):
@@ -239,7 +271,8 @@ def _generate_shard(teacher_sample, settings: CouplingSettings, shard: int) -> d
   return arrays
 
 
-def _save_shard(out: str, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
+def _save_shard(out: str, shard: int, arrays: Mapping[str, np.ndarray],
+                fingerprint: str) -> None:
   """Writes `shard_<i>.tmp/` and renames it to `shard_<i>/` (atomic on POSIX)."""
   final = shard_dir(out, shard)
   tmp = final + ".tmp"
@@ -247,6 +280,9 @@ def _save_shard(out: str, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
   os.makedirs(tmp)
   for name, value in arrays.items():
     np.save(os.path.join(tmp, f"{name}.npy"), value)
+  with open(os.path.join(tmp, FINGERPRINT), "w") as f:
+    f.write(fingerprint + "\n")
+  shutil.rmtree(final, ignore_errors=True)  # a stale shard of other settings
   os.rename(tmp, final)
 
 
@@ -287,7 +323,7 @@ def write_couplings(out: str, teacher_sample: TeacherSample, settings: CouplingS
   created = read_manifest(out)["created"]
 
   mine = list(range(process_index, settings.num_shards, process_count))
-  skipped = [i for i in mine if os.path.isdir(shard_dir(out, i))]
+  skipped = sorted(set(mine) & set(completed_shards(out, settings)))
   todo = [i for i in mine if i not in set(skipped)]
   if skipped:
     logging.info("Couplings %s: %d of this process's %d shards already complete; resuming "
@@ -296,7 +332,7 @@ def write_couplings(out: str, teacher_sample: TeacherSample, settings: CouplingS
   pairs_done = 0
   pairs_todo = sum(settings.shard_rows(i) for i in todo)
   for i in todo:
-    _save_shard(out, i, _generate_shard(teacher_sample, settings, i))
+    _save_shard(out, i, _generate_shard(teacher_sample, settings, i), settings.fingerprint)
     _write_json_atomically(manifest_path, manifest(out, settings, created), suffix)
     pairs_done += settings.shard_rows(i)
     elapsed = time.perf_counter() - start
