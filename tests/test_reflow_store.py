@@ -167,6 +167,10 @@ def test_couplings_dataset(tmp_path):
   data = Couplings(out, expected_shape=(2,))
   assert data.shape == (2,) and data.num_classes == 0 and data.quantization_levels == 0
   assert data.teacher == {"workdir": "/w", "step": 7}
+  data.check_teacher(workdir="/w", step=7)
+  with pytest.raises(ValueError, match="another teacher.*step: 7 .expected 8"):
+    data.check_teacher(workdir="/w", step=8)
+  assert hash(Couplings(out, expected_shape=[2])) == hash(Couplings(out, expected_shape=(2,)))
   assert isinstance(data._shards[0]["x"], np.memmap)
   every = data.split("train")
   assert every["x"].shape == (21, 2) and every["x"].dtype == np.float32

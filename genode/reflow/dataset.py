@@ -37,6 +37,8 @@ class Couplings(base.Dataset):
   name = "couplings"
 
   def __post_init__(self):
+    if self.expected_shape is not None:
+      object.__setattr__(self, "expected_shape", tuple(int(d) for d in self.expected_shape))
     shape = self.shape  # reads the manifest: FileNotFoundError here
     if self.expected_shape is not None and tuple(self.expected_shape) != shape:
       raise ValueError(f"Couplings at {self.path!r} have examples of shape {shape}, "
@@ -73,6 +75,14 @@ class Couplings(base.Dataset):
   def teacher(self) -> dict:
     """The teacher recorded at generation (workdir, step, ...), for checks by the caller."""
     return dict(self.manifest["settings"]["teacher"])
+
+  def check_teacher(self, **expected) -> None:
+    """ValueError (one line) unless the recorded teacher has these fields, e.g. workdir=..."""
+    teacher = self.teacher
+    wrong = [f"{k}: {teacher.get(k)!r} (expected {v!r})" for k, v in sorted(expected.items())
+             if teacher.get(k) != v]
+    if wrong:
+      raise ValueError(f"Couplings at {self.path!r} come from another teacher ({'; '.join(wrong)}).")
 
   def num_examples(self, which: str = "train") -> int:
     base.check_split(which)
