@@ -109,17 +109,15 @@ class Couplings(base.Dataset):
            "noise": np.empty(indices.shape + self.shape, np.float32)}
     if self.num_classes:
       out["label"] = np.empty(indices.shape, np.int32)
-    for s in np.unique(shard):
-      at = shard == s
-      rows = row[at]
-      order = np.argsort(rows)  # sorted reads from the memory map
-      arrays = self._shards[int(s)]
-      sorted_rows = rows[order]
-      where = np.flatnonzero(at)[order]
-      out["x"][where] = arrays["x"][sorted_rows]
-      out["noise"][where] = arrays["z"][sorted_rows]
+    order = np.lexsort((row, shard))  # one pass, shard by shard, rows ascending
+    for group in np.split(order, np.flatnonzero(np.diff(shard[order])) + 1):
+      if not group.size:
+        continue
+      arrays, rows = self._shards[int(shard[group[0]])], row[group]
+      out["x"][group] = arrays["x"][rows]
+      out["noise"][group] = arrays["z"][rows]
       if self.num_classes:
-        out["label"][where] = arrays["label"][sorted_rows]
+        out["label"][group] = arrays["label"][rows]
     return out
 
   def train_batch(self, seed, step, batch_size, process_index=0, process_count=1):
@@ -129,7 +127,7 @@ class Couplings(base.Dataset):
     return self.pairs(indices)
 
   def split(self, which):
-    """"train": every pair, loaded into memory (O(N): for small stores and tests only).
+    """Every pair of the "train" split, loaded into memory (O(N): small stores, tests).
 
     Couplings have no test split: evaluate against the teacher's dataset.
     """
