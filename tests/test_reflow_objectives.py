@@ -134,3 +134,25 @@ def test_distillation_k_steps_trains():
   assert loss(stepped) < value
   with pytest.raises(ValueError, match="num_steps"):
     objectives.make_distillation_objective(RF, _network_fn, num_steps=0)
+
+
+def test_reflow_loss_vanishes_at_the_ideal_denoiser_of_stored_couplings(tmp_path, x64):
+  """Couplings of a linear map, through the store and the data source: the reflow loss of
+  their ideal (straight) denoiser is 0, and swapping x and z (a known port bug) is not."""
+  from genode.reflow import ideal, store
+  from genode.reflow.dataset import Couplings
+  coupling = ideal.LinearCoupling.of_gaussian_flow(
+      gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64), RF.sigma_max)
+  settings = store.CouplingSettings(num_pairs=64, shard_size=32, batch_size=32, seed=0,
+                                    shape=(3,), sigma_max=RF.sigma_max)
+  out = str(tmp_path / "c")
+  store.write_couplings(out, jax.jit(coupling.pair), settings)
+  batch = {k: jnp.asarray(v, jnp.float64)
+           for k, v in Couplings(out).train_batch(0, 0, 32).items()}
+  sample_sigma = UniformTimeSigma(RF, 0.01, 0.99)
+  loss = objectives.reflow_denoising_loss(RF, coupling.denoiser, batch["x"], batch["noise"],
+                                          jax.random.key(1), sample_sigma)
+  assert float(jnp.max(loss)) < 1e-8, loss
+  swapped = objectives.reflow_denoising_loss(RF, coupling.denoiser, batch["noise"], batch["x"],
+                                             jax.random.key(1), sample_sigma)
+  assert float(jnp.mean(swapped)) > 0.1
