@@ -134,6 +134,25 @@ def test_distillation_k_steps_trains():
   assert loss(stepped) < value
   with pytest.raises(ValueError, match="num_steps"):
     objectives.make_distillation_objective(RF, _network_fn, num_steps=0)
+  with pytest.raises(ValueError, match="exactly one"):
+    objectives.make_reflow_objective(RF)
+
+
+def test_objectives_take_a_denoiser_fn(x64):
+  """Any denoiser (here the teacher's closed form) through denoiser_fn, same numbers."""
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64)
+  z = jax.random.normal(jax.random.key(8), (8, 3), jnp.float64)
+  batch = {"x": gaussian.flow(RF.sigma_max * z, RF.sigma_max, 0.0), "noise": z}
+  denoiser_fn = lambda params, batch, key: gaussian.denoiser
+  per_sample, _ = objectives.make_distillation_objective(RF, denoiser_fn=denoiser_fn)(
+      None, batch, jax.random.key(0))
+  one_step = gaussian.denoiser(RF.sigma_max * z, RF.sigma_max)
+  np.testing.assert_allclose(per_sample, jnp.mean((one_step - batch["x"]) ** 2, -1), rtol=1e-9)
+  key = jax.random.key(1)
+  per_sample, _ = objectives.make_reflow_objective(RF, denoiser_fn=denoiser_fn)(None, batch, key)
+  expected = objectives.reflow_denoising_loss(RF, gaussian.denoiser, batch["x"], z,
+                                              jax.random.split(key)[0])
+  np.testing.assert_array_equal(per_sample, expected)
 
 
 def test_reflow_loss_vanishes_at_the_ideal_denoiser_of_stored_couplings(tmp_path, x64):

@@ -147,7 +147,8 @@ def test_labels_are_stored_and_passed_to_the_teacher(tmp_path):
   data = Couplings(out)
   assert data.num_classes == 3
   pairs = data.split("train")
-  np.testing.assert_array_equal(pairs["x"], pairs["noise"] + pairs["label"][:, None].astype(np.float32))
+  shifted = pairs["noise"] + pairs["label"][:, None].astype(np.float32)
+  np.testing.assert_array_equal(pairs["x"], shifted)
   assert set(np.unique(pairs["label"])) <= {0, 1, 2}
 
 

@@ -82,7 +82,8 @@ class Couplings(base.Dataset):
     wrong = [f"{k}: {teacher.get(k)!r} (expected {v!r})" for k, v in sorted(expected.items())
              if teacher.get(k) != v]
     if wrong:
-      raise ValueError(f"Couplings at {self.path!r} come from another teacher ({'; '.join(wrong)}).")
+      raise ValueError(f"Couplings at {self.path!r} come from another teacher "
+                       f"({'; '.join(wrong)}).")
 
   def num_examples(self, which: str = "train") -> int:
     base.check_split(which)

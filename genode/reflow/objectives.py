@@ -1,9 +1,10 @@
 """Reflow and distillation objectives: `objective(params, batch, key) -> (loss (B,), metrics)`.
 
 A batch comes from `genode.reflow.dataset.Couplings`: x (B, ...) the teacher's endpoint
-at σ = 0, noise (B, ...) the paired z, label (B,) if class-conditional. The network is
-`network_fn(params, x_in, c_noise, key[, class_labels=...]) -> F` (key: dropout), made
-into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7).
+at σ = 0, noise (B, ...) the paired z, label (B,) if class-conditional. The model is
+either `network_fn(params, x_in, c_noise, key[, class_labels=...]) -> F` (key: dropout),
+made into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7), or directly
+`denoiser_fn(params, batch, key) -> D` (any model family that is a denoiser).
 
 * Reflow (Liu, Gong & Liu 2022, eq. 1 with the coupling (Z₀, Z₁) = (z, x)): the
   denoising loss of EDM eq. 8 with the stored z in place of fresh noise,
@@ -32,6 +33,7 @@ from genode.reflow.rf_time import rf_time_sigmas
 Batch = Mapping[str, jax.Array]
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 NetworkFn = Callable[..., jax.Array]  # (params, x_in, c_noise, key[, class_labels]) -> F
+DenoiserFn = Callable[[Any, Batch, jax.Array], Denoiser]  # (params, batch, key) -> D
 SampleSigma = Callable[[jax.Array, tuple[int, ...]], jax.Array]
 
 
@@ -44,6 +46,17 @@ def batch_denoiser(formulation: Formulation, network_fn: NetworkFn, params, batc
     return network_fn(params, x_in, c_noise, key, **labels)
 
   return precondition(formulation, network)
+
+
+def _denoiser_fn(formulation: Formulation, network_fn: NetworkFn | None,
+                 denoiser_fn: DenoiserFn | None) -> DenoiserFn:
+  """`denoiser_fn`, or the preconditioned `network_fn`; exactly one must be given."""
+  if (network_fn is None) == (denoiser_fn is None):
+    raise ValueError("Pass exactly one of network_fn (a raw network F) and denoiser_fn "
+                     "(params, batch, key) -> D.")
+  if denoiser_fn is not None:
+    return denoiser_fn
+  return lambda params, batch, key: batch_denoiser(formulation, network_fn, params, batch, key)
 
 
 def reflow_denoising_loss(formulation: Formulation, denoiser: Denoiser, y: jax.Array,
@@ -61,7 +74,8 @@ def reflow_denoising_loss(formulation: Formulation, denoiser: Denoiser, y: jax.A
   return weighted_denoising_error(formulation, denoiser, y, sigma, noise)
 
 
-def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn, *,
+def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn | None = None, *,
+                          denoiser_fn: DenoiserFn | None = None,
                           sample_sigma: SampleSigma | None = None) -> Objective:
   """The k-RF objective on couplings: `reflow_denoising_loss` with batch["noise"].
 
@@ -70,10 +84,11 @@ def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn, *,
   key → (loss key, dropout key) by `jax.random.split`.
   Metrics: loss (the batch mean).
   """
+  make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
 
   def objective(params, batch, key):
     loss_key, dropout_key = jax.random.split(key)
-    denoiser = batch_denoiser(formulation, network_fn, params, batch, dropout_key)
+    denoiser = make_denoiser(params, batch, dropout_key)
     per_sample = reflow_denoising_loss(formulation, denoiser, batch["x"], batch["noise"],
                                        loss_key, sample_sigma)
     return per_sample, {"loss": jnp.mean(per_sample)}
@@ -98,8 +113,8 @@ def _pixel_mean(error):
   return jnp.mean(error, axis=tuple(range(1, error.ndim)))
 
 
-def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn, *,
-                                num_steps: int = 1, sigma_max: float | None = None,
+def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn | None = None,
+                                *, denoiser_fn: DenoiserFn | None = None, num_steps: int = 1, sigma_max: float | None = None,
                                 feature_fn: Callable[[jax.Array], jax.Array] | None = None,
                                 l2_weight: float = 1.0,
                                 feature_weight: float = 1.0) -> Objective:
@@ -111,12 +126,13 @@ def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn,
   stand-in for LPIPS (Liu et al. use LPIPS for k = 1).
   Metrics: loss, l2, and feature when feature_fn is given (batch means).
   """
+  make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
   sigma_max = formulation.sigma_max if sigma_max is None else float(sigma_max)
   rf_time_sigmas(num_steps, sigma_max)  # checks the arguments once
 
   def objective(params, batch, key):
     _, dropout_key = jax.random.split(key)
-    denoiser = batch_denoiser(formulation, network_fn, params, batch, dropout_key)
+    denoiser = make_denoiser(params, batch, dropout_key)
     x_hat = euler_endpoint(denoiser, batch["noise"], num_steps, sigma_max)
     target = batch["x"]
     l2 = _pixel_mean((x_hat - target) ** 2)
