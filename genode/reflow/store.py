@@ -15,10 +15,10 @@ Layout of a couplings directory:
     <out>/shard_00000/z.npy       float32 (m, *shape): n
     <out>/shard_00000/x.npy       float32 (m, *shape): the teacher's x at σ = 0
     <out>/shard_00000/label.npy   int32 (m,): class labels, only when num_classes > 0
-    <out>/shard_00000/nfe.npy     int32 (m / batch_size,): NFE of each sampler call
+    <out>/shard_00000/nfe.npy     int32 (shard_size / batch_size,): NFE of each sampler call
     <out>/shard_00000/settings.sha256  the fingerprint of the settings that made it
 
-m = shard_size except for the last shard. Every shard is written to
+m = shard_size except for the last shard (computed in full, stored in part). Every shard is written to
 `shard_<i>.tmp/` and renamed into place, so a shard directory exists only when complete;
 it counts as done only if its fingerprint matches the manifest's settings (a shard left
 by other settings is stale, never reused).
@@ -48,7 +48,6 @@ from absl import logging
 
 FORMAT = "genode.couplings/1"
 MANIFEST = "manifest.json"
-ARRAYS = ("z", "x", "label", "nfe")
 
 # teacher_sample(z[, label]) -> x, or (x, info) with info.nfe (a `SampleInfo`) or an NFE.
 TeacherSample = Callable[..., Any]
