@@ -1,6 +1,7 @@
 """The coupling store and the couplings data source (genode.reflow.store, .dataset)."""
 
 import json
+import logging
 import os
 
 import jax
@@ -44,10 +45,12 @@ def _read_all(out):
   return files
 
 
-def test_stored_pairs_are_the_teachers_sampler_output(tmp_path):
+def test_stored_pairs_are_the_teachers_sampler_output(tmp_path, caplog):
   settings = _settings()
   out = str(tmp_path / "c")
-  summary = store.write_couplings(out, _teacher_sample(), settings)
+  with caplog.at_level(logging.INFO):
+    summary = store.write_couplings(out, _teacher_sample(), settings)
+  assert "shard 3/3: 20/20 pairs" in caplog.text and "pairs/s, ETA 0:00:00" in caplog.text
   assert summary.shards_written == (0, 1, 2)
   manifest = store.read_manifest(out)
   assert manifest["complete"] and manifest["num_pairs_completed"] == 20
