@@ -1,0 +1,148 @@
+"""Reflow and distillation objectives: `objective(params, batch, key) -> (loss (B,), metrics)`.
+
+A batch comes from `genode.reflow.dataset.Couplings`: x (B, ...) the teacher's endpoint
+at σ = 0, noise (B, ...) the paired z, label (B,) if class-conditional. The model is
+either `network_fn(params, x_in, c_noise, key[, class_labels=...]) -> F` (key: dropout),
+made into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7), or directly
+`denoiser_fn(params, batch, key) -> D` (any model family that is a denoiser).
+
+* Reflow (Liu, Gong & Liu 2022, eq. 1 with the coupling (Z₀, Z₁) = (z, x)): the
+  denoising loss of EDM eq. 8 with the stored z in place of fresh noise,
+  λ(σ)·mean((D(x + σz; σ) − x)²). With genode's rectified-flow row this is exactly
+  ‖v_θ(x_t, t) − (z − x)‖², x_t = (1 − t)·x + t·z (the paper's ‖(X₁ − X₀) − v‖² in
+  reversed time). Another formulation works too: the ideal D(x̄; σ) = E[x | x + σz = x̄]
+  depends on the coupling only, so its PF-ODE is the same rectified flow.
+* Distillation (§2.3, "k-step" students): the student's k-step Euler output from the
+  stored z on a grid uniform in RF time (`rf_time_sigmas`) against the teacher's x,
+  L2 averaged over pixels, plus an optional feature loss mean((φ(x̂) − φ(x))²).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from genode import sampling
+from genode.denoiser import Denoiser, precondition
+from genode.formulations import Formulation
+from genode.losses import weighted_denoising_error
+from genode.reflow.rf_time import rf_time_sigmas
+
+Batch = Mapping[str, jax.Array]
+Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+NetworkFn = Callable[..., jax.Array]  # (params, x_in, c_noise, key[, class_labels]) -> F
+DenoiserFn = Callable[[Any, Batch, jax.Array], Denoiser]  # (params, batch, key) -> D
+SampleSigma = Callable[[jax.Array, tuple[int, ...]], jax.Array]
+
+
+def batch_denoiser(formulation: Formulation, network_fn: NetworkFn, params, batch: Batch,
+                   key: jax.Array) -> Denoiser:
+  """D(x̄; σ) of `network_fn` with `params`, dropout `key` and the batch's labels."""
+  labels = {"class_labels": batch["label"]} if "label" in batch else {}
+
+  def network(x_in, c_noise):
+    return network_fn(params, x_in, c_noise, key, **labels)
+
+  return precondition(formulation, network)
+
+
+def _denoiser_fn(formulation: Formulation, network_fn: NetworkFn | None,
+                 denoiser_fn: DenoiserFn | None) -> DenoiserFn:
+  """`denoiser_fn`, or the preconditioned `network_fn`; exactly one must be given."""
+  if (network_fn is None) == (denoiser_fn is None):
+    raise ValueError("Pass exactly one of network_fn (a raw network F) and denoiser_fn "
+                     "(params, batch, key) -> D.")
+  if denoiser_fn is not None:
+    return denoiser_fn
+  return lambda params, batch, key: batch_denoiser(formulation, network_fn, params, batch, key)
+
+
+def reflow_denoising_loss(formulation: Formulation, denoiser: Denoiser, y: jax.Array,
+                          noise: jax.Array, key: jax.Array,
+                          sample_sigma: SampleSigma | None = None) -> jax.Array:
+  """Per-sample λ(σ)·mean((D(y + σ·noise; σ) − y)²), (B,), with the paired noise.
+
+  σ ~ `sample_sigma` (default: the formulation's p_train), drawn from the first half of
+  `jax.random.split(key)` exactly as `genode.losses.denoising_loss` draws it, so that
+  with noise = normal(split(key)[1]) the two losses are equal.
+  """
+  sigma_key, _ = jax.random.split(key)
+  sample_sigma = sample_sigma or formulation.sample_training_sigma
+  sigma = sample_sigma(sigma_key, y.shape[:1]).astype(y.dtype)
+  return weighted_denoising_error(formulation, denoiser, y, sigma, noise)
+
+
+def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn | None = None, *,
+                          denoiser_fn: DenoiserFn | None = None,
+                          sample_sigma: SampleSigma | None = None) -> Objective:
+  """The k-RF objective on couplings: `reflow_denoising_loss` with batch["noise"].
+
+  sample_sigma: the training σ; `UniformTimeSigma(RectifiedFlow())` is the paper's
+  t ~ U[ε, 1] (reversed); default the formulation's own p_train.
+  key → (loss key, dropout key) by `jax.random.split`.
+  Metrics: loss (the batch mean).
+  """
+  make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
+
+  def objective(params, batch, key):
+    loss_key, dropout_key = jax.random.split(key)
+    denoiser = make_denoiser(params, batch, dropout_key)
+    per_sample = reflow_denoising_loss(formulation, denoiser, batch["x"], batch["noise"],
+                                       loss_key, sample_sigma)
+    return per_sample, {"loss": jnp.mean(per_sample)}
+
+  return objective
+
+
+def euler_endpoint(denoiser: Denoiser, noise: jax.Array, num_steps: int,
+                   sigma_max: float) -> jax.Array:
+  """The k-step Euler output x̂ (B, ...) from x̄ = σ_max·noise on `rf_time_sigmas`.
+
+  Euler in σ on x̄ is Euler in RF time on x_t (DESIGN.md §2), through `genode.sampling`;
+  one step is x̂ = D(σ_max·noise; σ_max).
+  """
+  sigmas = rf_time_sigmas(num_steps, sigma_max)
+  x, _ = sampling.sample(denoiser, jnp.asarray(sigma_max, noise.dtype) * noise, sigmas,
+                         "euler")
+  return x
+
+
+def _pixel_mean(error):
+  return jnp.mean(error, axis=tuple(range(1, error.ndim)))
+
+
+def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn | None = None,
+                                *, denoiser_fn: DenoiserFn | None = None, num_steps: int = 1, sigma_max: float | None = None,
+                                feature_fn: Callable[[jax.Array], jax.Array] | None = None,
+                                l2_weight: float = 1.0,
+                                feature_weight: float = 1.0) -> Objective:
+  """k-step distillation: mean((x̂ − x)²) [+ w·mean((φ(x̂) − φ(x))²)] per sample.
+
+  x̂ = `euler_endpoint(D_student, batch["noise"], num_steps, sigma_max)`, x = batch["x"].
+  sigma_max: the student's start (default the formulation's σ_max; genode's RF: 999).
+  feature_fn: φ (B, ...) → (B, ...) features, e.g. the digits feature network as a local
+  stand-in for LPIPS (Liu et al. use LPIPS for k = 1).
+  Metrics: loss, l2, and feature when feature_fn is given (batch means).
+  """
+  make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
+  sigma_max = formulation.sigma_max if sigma_max is None else float(sigma_max)
+  rf_time_sigmas(num_steps, sigma_max)  # checks the arguments once
+
+  def objective(params, batch, key):
+    _, dropout_key = jax.random.split(key)
+    denoiser = make_denoiser(params, batch, dropout_key)
+    x_hat = euler_endpoint(denoiser, batch["noise"], num_steps, sigma_max)
+    target = batch["x"]
+    l2 = _pixel_mean((x_hat - target) ** 2)
+    per_sample = l2_weight * l2
+    metrics = {"l2": jnp.mean(l2)}
+    if feature_fn is not None:
+      feature = _pixel_mean((feature_fn(x_hat) - feature_fn(target)) ** 2)
+      per_sample = per_sample + feature_weight * feature
+      metrics["feature"] = jnp.mean(feature)
+    metrics["loss"] = jnp.mean(per_sample)
+    return per_sample, metrics
+
+  return objective

@@ -1,0 +1,177 @@
+"""Reflow and distillation objectives (genode.reflow.objectives)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genode import formulations, gaussians, sampling
+from genode.denoiser import precondition, velocity
+from genode.losses import denoising_loss
+from genode.reflow import objectives
+from genode.reflow.rf_time import UniformTimeSigma, rf_time_sigmas
+
+RF = formulations.RectifiedFlow()
+
+
+def _network_fn(params, x_in, c_noise, key, class_labels=None):
+  """A small nonlinear F(x_in, c_noise) with a dropout-like use of the key."""
+  del key
+  h = jnp.tanh(x_in @ params["w"] + c_noise[:, None] * params["b"])
+  if class_labels is not None:
+    h = h + class_labels[:, None].astype(h.dtype)
+  return h @ params["v"]
+
+
+def _params(dtype, d=3):
+  keys = jax.random.split(jax.random.key(1), 3)
+  return {"w": jax.random.normal(keys[0], (d, 8), dtype),
+          "b": jax.random.normal(keys[1], (8,), dtype),
+          "v": jax.random.normal(keys[2], (8, d), dtype) / 3}
+
+
+@pytest.mark.parametrize("formulation", [RF, formulations.EDM()], ids=["rf", "edm"])
+def test_reflow_loss_with_fresh_noise_is_the_denoising_loss(x64, formulation):
+  params = _params(jnp.float64)
+  y = jax.random.normal(jax.random.key(2), (16, 3), jnp.float64)
+  key = jax.random.key(3)
+  loss_key, dropout_key = jax.random.split(key)
+  noise = jax.random.normal(jax.random.split(loss_key)[1], y.shape, y.dtype)  # same derivation
+  objective = objectives.make_reflow_objective(formulation, _network_fn)
+  per_sample, metrics = objective(params, {"x": y, "noise": noise}, key)
+  denoiser = objectives.batch_denoiser(formulation, _network_fn, params, {}, dropout_key)
+  expected = denoising_loss(formulation, denoiser, y, loss_key)
+  assert per_sample.shape == (16,)
+  np.testing.assert_array_equal(per_sample, expected)
+  np.testing.assert_array_equal(metrics["loss"], jnp.mean(expected))
+
+
+def test_rf_reflow_loss_is_the_velocity_loss_on_the_coupling(x64):
+  """λ‖D − x‖² = ‖v_θ(x_t, t) − (z − x)‖², x_t = (1 − t)·x + t·z (genode's reversed time)."""
+  params = _params(jnp.float64)
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(keys[0], (16, 3), jnp.float64)
+  z = jax.random.normal(keys[1], (16, 3), jnp.float64)
+  sample_sigma = UniformTimeSigma(RF)
+  objective = objectives.make_reflow_objective(RF, _network_fn, sample_sigma=sample_sigma)
+  per_sample, _ = objective(params, {"x": x, "noise": z}, keys[2])
+  loss_key, dropout_key = jax.random.split(keys[2])
+  sigma = sample_sigma(jax.random.split(loss_key)[0], (16,))
+  t = sigma / (1 + sigma)
+  assert np.all((t >= 1e-5) & (t <= 1 - 1e-3))
+  denoiser = objectives.batch_denoiser(RF, _network_fn, params, {}, dropout_key)
+  xbar = x + sigma[:, None] * z
+  v = velocity(denoiser, xbar, sigma)
+  np.testing.assert_allclose(per_sample, jnp.mean((v - (z - x)) ** 2, -1), rtol=1e-10)
+
+
+def test_reflow_objective_passes_labels_and_has_a_gradient():
+  params = _params(jnp.float32)
+  batch = {"x": jnp.ones((4, 3)), "noise": jnp.zeros((4, 3)), "label": jnp.arange(4)}
+  objective = objectives.make_reflow_objective(RF, _network_fn)
+  with_labels, _ = objective(params, batch, jax.random.key(0))
+  without, _ = objective(params, {k: batch[k] for k in ("x", "noise")}, jax.random.key(0))
+  assert not np.allclose(with_labels, without)
+  grads = jax.grad(lambda p: jnp.mean(objective(p, batch, jax.random.key(0))[0]))(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def _teacher_one_step_network(gaussian):
+  """F such that the RF-preconditioned D(x̄; σ) = flow(x̄, σ, 0): the teacher's jump to 0."""
+
+  def network_fn(params, x_in, c_noise, key):
+    del params, key
+    sigma = (c_noise / (1 - c_noise))[:, None]  # c_noise = t = σ/(1 + σ)
+    c_skip, c_out, c_in, _ = RF.preconditioning(sigma)
+    xbar = x_in / c_in
+    target = jax.vmap(lambda xi, si: gaussian.flow(xi[None], si[0], 0.0)[0])(xbar, sigma)
+    return (target - c_skip * xbar) / c_out
+
+  return network_fn
+
+
+def test_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64)
+  z = jax.random.normal(jax.random.key(5), (8, 3), jnp.float64)
+  x = gaussian.flow(RF.sigma_max * z, RF.sigma_max, 0.0)  # the teacher's endpoint
+  batch = {"x": x, "noise": z}
+  network_fn = _teacher_one_step_network(gaussian)
+  features = lambda v: jnp.concatenate([jnp.sin(v), v**2], -1)
+  objective = objectives.make_distillation_objective(RF, network_fn, feature_fn=features)
+  per_sample, metrics = objective(None, batch, jax.random.key(0))
+  assert per_sample.shape == (8,)
+  np.testing.assert_allclose(per_sample, 0.0, atol=1e-20)
+  assert set(metrics) == {"loss", "l2", "feature"}
+  # a student that is off by δ pays δ² (L2, mean over pixels) plus the feature term
+  shifted = {"x": x + 0.1, "noise": z}
+  per_sample, metrics = objectives.make_distillation_objective(RF, network_fn)(
+      None, shifted, jax.random.key(0))
+  np.testing.assert_allclose(per_sample, 0.01, rtol=1e-9)
+
+
+def test_k_step_euler_endpoint_is_euler_in_rf_time(x64):
+  """Euler in σ on x̄ = Euler in genode's RF t on x_t = (1 − t)·x̄ (DESIGN.md §2)."""
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64)
+  z = jax.random.normal(jax.random.key(6), (8, 3), jnp.float64)
+  for k in (1, 3):
+    x = objectives.euler_endpoint(gaussian.denoiser, z, k, RF.sigma_max)
+    sigmas = rf_time_sigmas(k, RF.sigma_max)
+    native, _ = sampling.sample(gaussian.denoiser, RF.sigma_max * z, sigmas, "euler",
+                                formulation=RF)
+    np.testing.assert_allclose(x, native, rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(objectives.euler_endpoint(gaussian.denoiser, z, 1, RF.sigma_max),
+                             gaussian.denoiser(RF.sigma_max * z, RF.sigma_max), rtol=1e-12)
+
+
+def test_distillation_k_steps_trains():
+  params = _params(jnp.float32)
+  z = jax.random.normal(jax.random.key(7), (8, 3))
+  batch = {"x": jnp.tanh(z), "noise": z}
+  objective = jax.jit(objectives.make_distillation_objective(RF, _network_fn, num_steps=2))
+  loss = lambda p: jnp.mean(objective(p, batch, jax.random.key(0))[0])
+  value, grads = jax.value_and_grad(loss)(params)
+  stepped = jax.tree.map(lambda p, g: p - 0.05 * g, params, grads)
+  assert loss(stepped) < value
+  with pytest.raises(ValueError, match="num_steps"):
+    objectives.make_distillation_objective(RF, _network_fn, num_steps=0)
+  with pytest.raises(ValueError, match="exactly one"):
+    objectives.make_reflow_objective(RF)
+
+
+def test_objectives_take_a_denoiser_fn(x64):
+  """Any denoiser (here the teacher's closed form) through denoiser_fn, same numbers."""
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64)
+  z = jax.random.normal(jax.random.key(8), (8, 3), jnp.float64)
+  batch = {"x": gaussian.flow(RF.sigma_max * z, RF.sigma_max, 0.0), "noise": z}
+  denoiser_fn = lambda params, batch, key: gaussian.denoiser
+  per_sample, _ = objectives.make_distillation_objective(RF, denoiser_fn=denoiser_fn)(
+      None, batch, jax.random.key(0))
+  one_step = gaussian.denoiser(RF.sigma_max * z, RF.sigma_max)
+  np.testing.assert_allclose(per_sample, jnp.mean((one_step - batch["x"]) ** 2, -1), rtol=1e-9)
+  key = jax.random.key(1)
+  per_sample, _ = objectives.make_reflow_objective(RF, denoiser_fn=denoiser_fn)(None, batch, key)
+  expected = objectives.reflow_denoising_loss(RF, gaussian.denoiser, batch["x"], z,
+                                              jax.random.split(key)[0])
+  np.testing.assert_array_equal(per_sample, expected)
+
+
+def test_reflow_loss_vanishes_at_the_ideal_denoiser_of_stored_couplings(tmp_path, x64):
+  """Couplings of a linear map, through the store and the data source: the reflow loss of
+  their ideal (straight) denoiser is 0, and swapping x and z (a known port bug) is not."""
+  from genode.reflow import ideal, store
+  from genode.reflow.dataset import Couplings
+  coupling = ideal.LinearCoupling.of_gaussian_flow(
+      gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64), RF.sigma_max)
+  settings = store.CouplingSettings(num_pairs=64, shard_size=32, batch_size=32, seed=0,
+                                    shape=(3,), sigma_max=RF.sigma_max)
+  out = str(tmp_path / "c")
+  store.write_couplings(out, jax.jit(coupling.pair), settings)
+  batch = {k: jnp.asarray(v, jnp.float64)
+           for k, v in Couplings(out).train_batch(0, 0, 32).items()}
+  sample_sigma = UniformTimeSigma(RF, 0.01, 0.99)
+  loss = objectives.reflow_denoising_loss(RF, coupling.denoiser, batch["x"], batch["noise"],
+                                          jax.random.key(1), sample_sigma)
+  assert float(jnp.max(loss)) < 1e-8, loss
+  swapped = objectives.reflow_denoising_loss(RF, coupling.denoiser, batch["noise"], batch["x"],
+                                             jax.random.key(1), sample_sigma)
+  assert float(jnp.mean(swapped)) > 0.1
