@@ -5,6 +5,10 @@ Fields (every experiment has all of them):
   seed                 data order, initialization and training noise (pure functions of it)
   parallel             "shard_map" | "pmap" | "single"
   family               the model family (genode.families): "diffusion"
+  objective            the training objective of the family and its parameters:
+                       "denoising" (EDM eq. 8), "reflow" (time), "distill" (num_steps)
+  init_from            workdir, step, params: start from a trained run's parameters when
+                       the architectures match (reflow, distillation); fresh optimizer/EMA
   formulation          name + that formulation's parameters (genode.formulations; the
                        defaults are read from its dataclass)
   model                name + the model's fields (genode.models)
@@ -48,6 +52,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.parallel = "shard_map"
   config.family = "diffusion"
+  config.objective = ml_collections.ConfigDict({"name": "denoising"})
+  config.init_from = ml_collections.ConfigDict(dict(
+      workdir=config_dict.placeholder(str), step=config_dict.placeholder(int), params="ema"))
   config.formulation = formulation_config("edm")
   config.model = ml_collections.ConfigDict({"name": "mlp"})
   config.data = ml_collections.ConfigDict({"name": "digits"})

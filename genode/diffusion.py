@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -31,6 +32,8 @@ from genode import sampling
 from genode.denoiser import Denoiser, precondition
 from genode.formulations import Formulation
 from genode.losses import Objective, denoising_objective
+from genode.reflow import objectives as reflow_objectives
+from genode.reflow.rf_time import UniformTimeSigma
 
 COORDINATES = ("sigma", "native")
 
@@ -127,8 +130,14 @@ class Diffusion:
   data_shape: tuple[int, ...]
   num_classes: int = 0
   sampler: SamplerSpec = SamplerSpec()
+  # The training objective: a name in `OBJECTIVES` and its parameters (config.objective).
+  objective_name: str = "denoising"
+  objective_params: tuple[tuple[str, Any], ...] = ()
 
   name = "diffusion"
+
+  def __post_init__(self):
+    check_objective(self.objective_name, dict(self.objective_params))
 
   # -- training ---------------------------------------------------------------
   def init_params(self, key: jax.Array, batch: dict) -> Any:
@@ -149,9 +158,15 @@ class Diffusion:
     return params_collection(init(self.model, init_key, dropout_key, x, noise_labels, labels))
 
   def objective(self) -> Objective:
-    """The denoising loss (EDM eq. 8) of the preconditioned network."""
-    return denoising_objective(self.formulation, self.model,
-                               class_conditional=self.num_classes > 0)
+    """The training objective `objective_name` (`OBJECTIVES`): by default the denoising
+    loss (EDM eq. 8) of the preconditioned network."""
+    return OBJECTIVES[self.objective_name](self, **dict(self.objective_params))
+
+  def train_network(self, params, x_in, c_noise, key, class_labels=None):
+    """F in training mode (dropout from `key`), the network of the coupling objectives."""
+    labels = {} if class_labels is None else {"class_labels": class_labels}
+    return self.model.apply({"params": params}, x_in, c_noise, train=True,
+                            rngs={"dropout": key}, **labels)
 
   # -- the trained model ------------------------------------------------------
   def network(self, params, class_labels: jax.Array | None = None):
@@ -336,6 +351,50 @@ class Diffusion:
 
   def describe(self) -> str:
     return f"{type(self.formulation).__name__} {type(self.model).__name__}"
+
+
+# -- training objectives of the diffusion family -----------------------------------
+
+
+def _denoising(family: Diffusion) -> Objective:
+  """EDM eq. 8 with fresh noise: every formulation's own training loss."""
+  return denoising_objective(family.formulation, family.model,
+                             class_conditional=family.num_classes > 0)
+
+
+def _reflow(family: Diffusion, time: str = "uniform") -> Objective:
+  """k-rectified flow (Liu et al. 2022): eq. 8 with the coupling's stored noise
+  (batch["noise"]), t ~ U[ε, 1] in RF time ("uniform", the paper's) or the
+  formulation's own p_train ("formulation")."""
+  if time not in ("uniform", "formulation"):
+    raise ValueError(f"Unknown objective.time {time!r}; valid: ['uniform', 'formulation']")
+  sample_sigma = UniformTimeSigma(family.formulation) if time == "uniform" else None
+  return reflow_objectives.make_reflow_objective(family.formulation, family.train_network,
+                                                 sample_sigma=sample_sigma)
+
+
+def _distill(family: Diffusion, num_steps: int = 1) -> Objective:
+  """k-step distillation (Liu et al. 2022, §2.3): the student's `num_steps`-step Euler
+  output from the stored noise against the teacher's endpoint, L2."""
+  return reflow_objectives.make_distillation_objective(
+      family.formulation, family.train_network, num_steps=int(num_steps),
+      sigma_max=family.sigma_range[1])
+
+
+# name -> builder(family, **config.objective params) -> Objective
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
+    "denoising": _denoising, "reflow": _reflow, "distill": _distill}
+
+
+def check_objective(name: str, params: dict) -> None:
+  """ValueError listing the valid objectives, or the valid parameters of `name`."""
+  if name not in OBJECTIVES:
+    raise ValueError(f"Unknown objective {name!r}; valid objectives: {sorted(OBJECTIVES)}")
+  valid = list(inspect.signature(OBJECTIVES[name]).parameters)[1:]
+  unknown = sorted(set(params) - set(valid))
+  if unknown:
+    raise ValueError(f"Unknown parameters {unknown} for objective {name!r}; its "
+                     f"parameters: {valid or 'none'}")
 
 
 def params_collection(variables) -> Any:

@@ -37,13 +37,17 @@ def fields_of(section: ml_collections.ConfigDict) -> dict:
 
 def build_diffusion(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
                     num_classes: int) -> Diffusion:
-  """`config.formulation` + `config.model` (genode.models) + `config.sampler`."""
+  """`config.formulation` + `config.model` (genode.models) + `config.sampler`, and the
+  training objective `config.objective` (name + parameters; default "denoising")."""
   del num_classes  # the model's own num_classes is what it is conditioned on
   model = models_lib.get_model(**fields_of(config.model))
+  objective = fields_of(config.objective) if "objective" in config else {"name": "denoising"}
+  name = objective.pop("name")
   return Diffusion(formulation=get_formulation(**fields_of(config.formulation)), model=model,
                    data_shape=tuple(data_shape),
                    num_classes=int(getattr(model, "num_classes", 0)),
-                   sampler=SamplerSpec.from_config(config.sampler))
+                   sampler=SamplerSpec.from_config(config.sampler),
+                   objective_name=name, objective_params=tuple(sorted(objective.items())))
 
 
 FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion}

@@ -74,7 +74,7 @@ def _train(experiment: Experiment, workdir: str, *, overwrite: bool) -> Any:
   checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=tc.keep_checkpoints)
   restored = checkpointer.restore_newest(experiment.abstract_state(), move_broken=is_main)
   if restored is None:
-    state, start = experiment.init_state(), 0
+    state, start = workdir_lib.warm_start(experiment, experiment.init_state()), 0
     logging.info("Training %s from scratch in %s", experiment.describe(), workdir)
   else:
     state, start = restored

@@ -306,6 +306,33 @@ def restore_workdir(workdir: str, step: int | None = None) -> Restored:
                   step=int(step))
 
 
+def warm_start(experiment: Experiment, state):
+  """`state` with the parameters of `config.init_from`'s run, if that is set.
+
+  The other run's "ema" (or "raw") parameters of its newest (or `step`) checkpoint become
+  both the parameters and the EMA; the optimizer state is fresh (Liu et al. 2022: each
+  reflow restarts Adam and the EMA). A run whose parameters have another structure or
+  shape (another architecture) is not used: training starts fresh, with a warning.
+  """
+  source = experiment.config.get("init_from")
+  if source is None or not source.get("workdir"):
+    return state
+  restored = restore_workdir(source.workdir, source.get("step"))
+  params = select_params(restored.state, source.get("params", "ema"))
+  shapes = lambda tree: jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)),
+                                     tree)
+  if (jax.tree.structure(params) != jax.tree.structure(state.params)
+      or shapes(params) != shapes(jax.device_get(state.params))):
+    logging.warning("init_from %s: its parameters do not fit this model (another "
+                    "architecture); training from scratch.", source.workdir)
+    return state
+  logging.info("Starting from the %s parameters of %s at step %d", source.get("params", "ema"),
+               source.workdir, restored.step)
+  params = jax.tree.map(np.asarray, params)
+  return state.replace(params=params, ema_params=jax.tree.map(np.copy, params),
+                       opt_state=experiment.optimizer.init(params))
+
+
 def select_params(state, params: str = "ema"):
   """The "ema" or "raw" parameters of a TrainState; ValueError for another name."""
   if params not in PARAMS:

@@ -200,3 +200,36 @@ def test_config_sampler_carries_options_coordinates_and_sigmas(tmp_path):
   with pytest.raises(ValueError, match="S_churn"):
     loop.train(bad, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
+def test_init_from_a_trained_run(tmp_path, caplog):
+  teacher = str(tmp_path / "teacher")
+  taught = loop.train(small_toy(num_steps=2), teacher)
+  student = small_toy(num_steps=2)
+  student.init_from.workdir = teacher
+  experiment = Experiment.from_config(student, validate=False)
+  state = workdir_lib.warm_start(experiment, experiment.init_state())
+  jax.tree.map(np.testing.assert_array_equal, state.params, taught.ema_params)
+  jax.tree.map(np.testing.assert_array_equal, state.ema_params, taught.ema_params)
+  fresh = experiment.optimizer.init(state.params)  # a fresh Adam: zero moments, count 0
+  jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh)
+  other = small_toy(num_steps=2)
+  other.model.hidden_dims = (8,)  # another architecture: starts fresh
+  other.init_from.workdir = teacher
+  experiment = Experiment.from_config(other, validate=False)
+  initial = experiment.init_state()
+  with caplog.at_level("WARNING"):
+    state = workdir_lib.warm_start(experiment, initial)
+  assert state is initial and any("do not fit" in r.getMessage() for r in caplog.records)
+
+
+def test_objectives_resolve_by_name():
+  config = small_toy()
+  config.objective = {"name": "reflow", "time": "uniform"}
+  assert Experiment.from_config(config, validate=False).family.objective_name == "reflow"
+  config.objective = {"name": "nope"}
+  with pytest.raises(ValueError, match=r"valid objectives: \['denoising', 'distill', 'reflow'\]"):
+    Experiment.from_config(config, validate=False)
+  config.objective = {"name": "distill", "steps": 2}
+  with pytest.raises(ValueError, match=r"parameters: \['num_steps'\]"):
+    Experiment.from_config(config, validate=False)
