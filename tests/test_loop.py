@@ -66,6 +66,25 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, worker_env):
   assert steps == [2, 4, 6, 8]
 
 
+@pytest.mark.slow
+def test_resume_between_checkpoints_drops_the_metrics_after_the_checkpoint(tmp_path,
+                                                                           worker_env):
+  num_steps, every = 8, 3
+  straight = str(tmp_path / "straight")
+  loop.train(train_worker.resume_config(num_steps, every), straight)
+  pieces = str(tmp_path / "pieces")
+  # Killed when step 6's batch is drawn: checkpoint 3 committed, metrics of 2 and 4 logged.
+  run_worker(worker_env, pieces, num_steps, every, 3, 5, expect_kill=True)
+  with open(os.path.join(pieces, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4]
+  run_worker(worker_env, pieces, num_steps, every)
+  with open(os.path.join(pieces, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4, 6, 8]
+  a, b = restore(straight, num_steps), restore(pieces, num_steps)
+  for name in ("params", "ema_params", "opt_state", "rng", "step"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(a, name), getattr(b, name))
+
+
 class _Poisoned:
   """Wraps a dataset: NaN batches from step `nan_from`, SIGTERM to self at `term_at`."""
 

@@ -1,9 +1,11 @@
 """Subprocess helper for tests/test_loop.py: trains the runlocal toy2d config in a workdir.
 
-  python tests/train_worker.py WORKDIR NUM_STEPS CHECKPOINT_EVERY [KILL_AFTER_STEP]
+  python tests/train_worker.py WORKDIR NUM_STEPS CHECKPOINT_EVERY [KILL_AFTER_STEP [KILL_AT]]
 
 With KILL_AFTER_STEP the process SIGKILLs itself right after the checkpoint of that step
-is committed (a crash at the worst moment for a resume: between two checkpoints).
+is committed; with KILL_AT as well, checkpoints are committed synchronously and the kill
+comes when the batch of step KILL_AT is drawn (between two checkpoints, after metrics
+past the checkpoint were logged: the resume must drop them).
 `persistent_compilation_cache` lets the test's processes share compiled programs.
 """
 
@@ -18,6 +20,7 @@ from absl import logging  # noqa: E402
 
 from configs import toy2d_edm  # noqa: E402
 from genode.train import checkpoint  # noqa: E402
+from genode import experiment as experiment_lib  # noqa: E402
 from genode import loop  # noqa: E402
 
 
@@ -50,7 +53,7 @@ def persistent_compilation_cache(directory: str):
       jax.config.update(name, value)
 
 
-def main(workdir, num_steps, checkpoint_every, kill_after=None):
+def main(workdir, num_steps, checkpoint_every, kill_after=None, kill_at=None):
   logging.set_verbosity(logging.INFO)
   if kill_after is not None:
     save = checkpoint.Checkpointer.save
@@ -59,9 +62,19 @@ def main(workdir, num_steps, checkpoint_every, kill_after=None):
       save(self, state, step)
       if step == kill_after:
         self.wait()
-        os.kill(os.getpid(), signal.SIGKILL)
+        if kill_at is None:
+          os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoint.Checkpointer.save = save_then_die
+  if kill_at is not None:
+    train_batch = experiment_lib.Experiment.train_batch
+
+    def die_at(self, step):
+      if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return train_batch(self, step)
+
+    experiment_lib.Experiment.train_batch = die_at
   loop.train(resume_config(num_steps, checkpoint_every), workdir)
 
 
