@@ -3,12 +3,17 @@
 import json
 import os
 import shutil
+import types
+import typing
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import eval as eval_config_lib
 from configs import digits_edm, toy2d_edm
+from genode import likelihood
 from genode.evaluation import evaluate, feature_net, report
 from genode.experiment import Experiment
 from genode.train import checkpoint
@@ -208,3 +213,65 @@ def test_feature_net_training_is_deterministic_and_learns():
   with pytest.raises(ValueError, match=r"No feature network for dataset 'cifar10'.*\['digits', "
                                        r"'mnist'\]"):
     feature_net.get_feature_net_spec("cifar10")
+
+
+class _Info(typing.NamedTuple):
+  nfe: jax.Array
+  stderr: jax.Array | None
+
+
+class _UniformFamily:
+  """The density uniform on [−1, 1]^d: log p = −d·ln 2. Records what it was given."""
+
+  num_classes = 0
+
+  def __init__(self):
+    self.seen = []
+
+  def log_likelihood(self, params, x, key, *, class_labels=None, trace="exact",
+                     num_probes=1, rtol=1e-5, atol=1e-5):
+    del params, key, class_labels, rtol, atol
+    self.seen.append((trace, num_probes))
+    dim = np.prod(x.shape[1:])
+    info = _Info(nfe=jnp.int32(7), stderr=None)
+    inside = jnp.all((x >= -1) & (x < 1), axis=tuple(range(1, x.ndim)))
+    return jnp.where(inside, -dim * np.log(2.0), -jnp.inf) + 0 * jnp.sum(x), info
+
+  def likelihood_record(self):
+    return {}
+
+
+class _Levels:
+  """8-bit images of a given shape whose levels are known (to check the dequantization)."""
+
+  name, quantization_levels = "levels", 256
+
+  def __init__(self, shape):
+    self.shape = shape
+    self.images = np.random.default_rng(0).integers(0, 256, (6,) + shape).astype(np.uint8)
+
+  def arrays(self, which):
+    assert which == "test"
+    return self.images, np.zeros(len(self.images), np.int32)
+
+
+@pytest.mark.parametrize("shape, trace", [((8, 8, 1), "exact"), ((10, 10, 1), "hutchinson")])
+def test_image_nll_uniform_model_is_8_bits_per_dim(shape, trace):
+  """A model uniform on [−1, 1]^d scores exactly 8 bits/dim on uniformly dequantized 8-bit
+  data; the trace is exact up to 64 dimensions and Hutchinson above."""
+  family, dataset = _UniformFamily(), _Levels(shape)
+  experiment = types.SimpleNamespace(family=family, dataset=dataset)
+  config = _eval_config()
+  config.nll.update(num_examples=6, batch_size=3, exact_max_dim=64)
+  result = evaluate.negative_log_likelihood(experiment, None, config)
+  assert result["nll_bits_per_dim"] == pytest.approx(8.0, abs=1e-6)
+  assert result["trace"] == trace and result["dequantization"] == "uniform"
+  assert {t for t, _ in family.seen} == {trace} and result["num_examples"] == 6
+
+
+def test_dequantized_levels_land_in_their_bins():
+  levels = jnp.arange(256, dtype=jnp.uint8).reshape(16, 16)
+  x = likelihood.dequantize(jax.random.key(0), levels)
+  k = np.asarray(levels, np.float64)
+  assert np.all(x >= 2 * k / 256 - 1) and np.all(x < 2 * (k + 1) / 256 - 1)
+  assert float(likelihood.bits_per_dim(-64 * np.log(2.0), 64)) == pytest.approx(8.0)
