@@ -45,10 +45,6 @@ class Gaussian:
   def dim(self) -> int:
     return self.mean.shape[0]
 
-  @property
-  def covariance(self):
-    return (self.eigenvectors * self.eigenvalues) @ self.eigenvectors.T
-
   def _apply_spectral(self, x, factor):
     """μ + U diag(factor) Uᵀ (x − μ)."""
     z = (x - self.mean[None]) @ self.eigenvectors
