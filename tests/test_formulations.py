@@ -27,7 +27,7 @@ def random_network(key, dim):
   w1 = jax.random.normal(k1, (dim, 16)) / math.sqrt(dim)
   b = jax.random.normal(k2, (16,))
   w2 = jax.random.normal(k3, (16, dim)) / 4
-  return lambda x, c: jnp.tanh(x @ w1 + c[:, None] * b) @ w2
+  return lambda x, c: jnp.tanh(x @ w1 + c[:, None] * b[None]) @ w2
 
 
 @pytest.mark.parametrize("name", NAMES)
