@@ -19,8 +19,6 @@ and with 0 ≤ ln(1 + a) ≤ a,
 which is O(|μ|·|z|/s²) = O(|μ|√d/s) for typical z: it vanishes as σ_max → ∞.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np

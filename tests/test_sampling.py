@@ -1,5 +1,6 @@
 """Samplers against exact answers: closed-form Gaussian flows and laws, k-diffusion's
-update rules (transcribed in NumPy below), DDIM identities, NFE counts, bad input.
+update rules (transcribed in NumPy below), DDIM identities, NFE counts of every solver,
+the solver records, the denoiser contract (σ a () array), trajectories, bad input.
 
 All in float64. Every distinct (solver, grid length, denoiser) costs one diffrax compile
 (~2 s), so the problems share denoiser objects and grid sizes.
@@ -15,13 +16,13 @@ import numpy as np
 import pytest
 
 from genode import formulations
-from genode.denoiser import per_sample
-from genode.likelihood import log_likelihood
 from genode import ode
 from genode import sampling
 from genode.benchmarks import kdiffusion_reference as kdiff
+from genode.denoiser import per_sample
 from genode.gaussians import Gaussian
 from genode.gaussians import GaussianMixture
+from genode.likelihood import log_likelihood
 
 SIGMA_MIN, SIGMA_MAX = 0.05, 80.0
 
