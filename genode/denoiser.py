@@ -5,7 +5,12 @@ D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ)), in the s = 1 
 x = y + σ·n. The conversions below give the same model as a score, an ε-predictor
 or a rectified-flow velocity.
 
-Shapes: x is (B, ...), σ is a scalar or (B,); the network receives c_noise as (B,).
+The denoiser contract. genode calls a denoiser as D(x, σ) with x (B, ...) batched on
+axis 0 and σ a () array, one noise level for the whole batch: `genode.sampling.sample`,
+`trajectory` and `genode.likelihood.log_likelihood` all do. Write a denoiser for that
+scalar σ, or write it per sample with `per_sample(σ, x)` (which accepts a () or (B,) σ,
+as the training loss passes): `precondition`'s denoisers and the conversions below do,
+so they work everywhere. The network receives c_noise as (B,).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import jax.numpy as jnp
 
 from genode.formulations import Formulation
 
+# D(x (B, ...), σ ()) -> (B, ...): the σ a sampler or likelihood passes is a () array;
+# a denoiser written with `per_sample` also accepts the training loss's (B,) σ.
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 Network = Callable[[jax.Array, jax.Array], jax.Array]
 

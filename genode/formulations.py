@@ -86,15 +86,6 @@ class Formulation(abc.ABC):
   def loss_weight(self, sigma):
     """λ(σ) in E λ(σ)‖D(y + σn; σ) − y‖² (EDM eq. 8)."""
 
-  # -- sampling -------------------------------------------------------------
-  def uniform_t_sigmas(self, num_steps: int, sigma_min: float | None = None,
-                       sigma_max: float | None = None):
-    """`num_steps + 1` σ's uniform in the formulation's own t, from σ_max to σ_min."""
-    lo = self.sigma_min if sigma_min is None else sigma_min
-    hi = self.sigma_max if sigma_max is None else sigma_max
-    t = jnp.linspace(self.sigma_inv(hi), self.sigma_inv(lo), num_steps + 1)
-    return self.sigma(t)
-
 
 def _elementwise_grad(fn, t):
   t = jnp.asarray(t, dtype=jnp.result_type(float))
@@ -349,11 +340,6 @@ class DDPM(Formulation):
 
   def loss_weight(self, sigma):
     return 1 / sigma**2
-
-  def timestep_sigmas(self, num_steps: int):
-    """DDIM's grid: `num_steps` evenly spaced integer steps from T−1 down to 0, as σ."""
-    steps = jnp.round(jnp.linspace(self.num_timesteps - 1, 0, num_steps))
-    return self.sigma(steps)
 
 
 FORMULATIONS: dict[str, type[Formulation]] = {

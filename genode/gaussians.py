@@ -45,19 +45,18 @@ class Gaussian:
   def dim(self) -> int:
     return self.mean.shape[0]
 
-  @property
-  def covariance(self):
-    return (self.eigenvectors * self.eigenvalues) @ self.eigenvectors.T
-
   def _apply_spectral(self, x, factor):
     """μ + U diag(factor) Uᵀ (x − μ)."""
-    z = (x - self.mean) @ self.eigenvectors
-    return self.mean + (z * factor) @ self.eigenvectors.T
+    z = (x - self.mean[None]) @ self.eigenvectors
+    factor = jnp.reshape(factor, (1,) * (z.ndim - jnp.ndim(factor)) + jnp.shape(factor))
+    return self.mean[None] + (z * factor) @ self.eigenvectors.T
 
   def denoiser(self, x, sigma):
     """D(x; σ) = μ + Σ(Σ + σ²I)⁻¹(x − μ)."""
-    sigma = jnp.reshape(sigma, jnp.shape(sigma) + (1,) * (jnp.ndim(sigma) > 0))
-    return self._apply_spectral(x, self.eigenvalues / (self.eigenvalues + sigma**2))
+    sigma, lam = jnp.asarray(sigma), self.eigenvalues
+    if sigma.ndim:  # per-sample σ (B,): factors (B, d)
+      sigma, lam = sigma[:, None], lam[None]
+    return self._apply_spectral(x, lam / (lam + sigma**2))
 
   def flow(self, x, sigma_from, sigma_to):
     """The exact PF-ODE solution: x(σ_to) given x(σ_from)."""
@@ -72,8 +71,8 @@ class Gaussian:
   def log_prob(self, x, sigma=0.0):
     """log N(x; μ, Σ + σ²I), the noisy marginal at σ."""
     var = self.eigenvalues + sigma**2
-    z = (x - self.mean) @ self.eigenvectors
-    return -0.5 * (jnp.sum(z**2 / var, -1) + jnp.sum(jnp.log(2 * jnp.pi * var)))
+    z = (x - self.mean[None]) @ self.eigenvectors
+    return -0.5 * (jnp.sum(z**2 / var[None], -1) + jnp.sum(jnp.log(2 * jnp.pi * var)))
 
   def model_log_prob(self, x, sigma_min, sigma_max):
     """The PF-ODE model's exact log-density of x at σ_min, prior N(0, σ_max² I).
@@ -88,7 +87,7 @@ class Gaussian:
   def sample(self, key, num: int, sigma=0.0):
     """Samples of N(μ, Σ + σ²I)."""
     z = jax.random.normal(key, (num, self.dim), self.mean.dtype)
-    return self.mean + (z * jnp.sqrt(self.eigenvalues + sigma**2)) @ self.eigenvectors.T
+    return self.mean[None] + (z * jnp.sqrt(self.eigenvalues + sigma**2)[None]) @ self.eigenvectors.T
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,8 +114,9 @@ class GaussianMixture:
 
   def _component_log_probs(self, x, sigma):
     var = self.stds**2 + sigma**2  # (K,)
-    sq = jnp.sum((x[:, None, :] - self.means) ** 2, -1)  # (B, K)
-    return jnp.log(self.weights) - 0.5 * (sq / var + self.dim * jnp.log(2 * jnp.pi * var))
+    sq = jnp.sum((x[:, None, :] - self.means[None]) ** 2, -1)  # (B, K)
+    return (jnp.log(self.weights)[None]
+            - 0.5 * (sq / var[None] + self.dim * jnp.log(2 * jnp.pi * var)[None]))
 
   def log_prob(self, x, sigma=0.0):
     """log p(x; σ) of the noisy marginal."""
@@ -128,8 +128,8 @@ class GaussianMixture:
     if sigma.ndim:  # per-sample σ: vmap the scalar form
       return jax.vmap(lambda xi, si: self.denoiser(xi[None], si)[0])(x, sigma)
     posterior = jax.nn.softmax(self._component_log_probs(x, sigma), -1)  # (B, K)
-    shrink = (self.stds**2 / (self.stds**2 + sigma**2))[:, None]  # (K, 1)
-    per_component = self.means + shrink * (x[:, None, :] - self.means)  # (B, K, d)
+    shrink = (self.stds**2 / (self.stds**2 + sigma**2))[None, :, None]  # (1, K, 1)
+    per_component = self.means[None] + shrink * (x[:, None, :] - self.means[None])  # (B, K, d)
     return jnp.einsum("bk,bkd->bd", posterior, per_component)
 
   def sample(self, key, num: int, sigma=0.0):

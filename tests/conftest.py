@@ -1,4 +1,6 @@
-"""Test setup: 8 virtual CPU devices (set before JAX is imported) and a float64 fixture."""
+"""Test setup: 8 virtual CPU devices (set before JAX is imported), strict rank promotion
+(as diffrax's own tests: an implicit broadcast of arrays of different ranks raises), and
+a float64 fixture."""
 
 import os
 
@@ -10,6 +12,8 @@ os.environ.setdefault(
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture

@@ -67,10 +67,17 @@ def test_genode_heun_equals_kdiffusion_heun(x64):
 
 
 def test_steps_for_budget():
+  assert set(sampling.KDIFFUSION_NFE_PER_STEP) == set(kdiff.SAMPLERS)
   for budget in (5, 10, 18, 32):
     for name, (_, nfe_of) in kdiff.SAMPLERS.items():
-      nfe = nfe_of(sampling.steps_for_budget(name, budget))
+      nfe = nfe_of(sampling.steps_for_budget(sampling.KDIFFUSION_NFE_PER_STEP[name], budget))
       assert budget - 1 <= nfe <= budget
+  # genode's solvers: the records' NFE per step, and the step to 0 costs 1.
+  assert [s.name for s in sampling.FIXED_GRID_SOLVERS] == [
+      "euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms", "lms_data"]
+  assert [s.name for s in sampling.ADAPTIVE_SOLVERS] == ["tsit5", "dopri5"]
+  assert [sampling.steps_for_budget(2, b) for b in (5, 10, 18, 32)] == [3, 5, 9, 16]
+  assert [sampling.steps_for_budget(1, b) for b in (5, 10, 18, 32)] == [5, 10, 18, 32]
 
 
 def test_markdown_table_and_jsonable():

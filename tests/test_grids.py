@@ -61,9 +61,59 @@ def test_get_sigmas_appends_zero():
   np.testing.assert_array_equal(sampling.append_zero(np.array([2.0, 1.0])), [2.0, 1.0, 0.0])
 
 
+@pytest.mark.parametrize("name", sorted(formulations.FORMULATIONS))
+def test_uniform_t_sigmas_endpoints(name, x64):
+  f = formulations.get_formulation(name)
+  sigmas = sampling.uniform_t_sigmas(f, 11)
+  assert sigmas.shape == (11,)
+  np.testing.assert_allclose([sigmas[0], sigmas[-1]], [f.sigma_max, f.sigma_min], rtol=1e-9)
+  assert np.all(np.diff(sigmas) < 0)
+  np.testing.assert_allclose(np.diff(np.asarray(f.sigma_inv(sigmas))),
+                             (f.t_min - f.t_max) / 10, rtol=1e-6)
+  custom = sampling.uniform_t_sigmas(f, 4, sigma_min=0.5, sigma_max=5.0)
+  np.testing.assert_allclose([custom[0], custom[-1]], [5.0, 0.5], rtol=1e-9)
+
+
+def test_ddpm_timesteps_is_ddims_integer_grid(x64):
+  ddpm = formulations.DDPM()
+  sigmas = sampling.get_sigmas("ddpm_timesteps", 4, formulation=ddpm)
+  np.testing.assert_allclose(sigmas[:-1], ddpm.sigma(np.array([999.0, 666.0, 333.0, 0.0])),
+                             rtol=1e-12)
+  assert sigmas[-1] == 0
+  np.testing.assert_array_equal(sampling.ddpm_timestep_sigmas(ddpm, 4), sigmas[:-1])
+  with pytest.raises(ValueError, match="discrete-time formulation"):
+    sampling.get_sigmas("ddpm_timesteps", 4, formulation=formulations.VP())
+  with pytest.raises(ValueError, match="formulation=<DDPM>"):
+    sampling.get_sigmas("ddpm_timesteps", 4, 0.01, 1.0)
+
+
+def test_grids_table_rules_give_n_sigmas(x64):
+  """Every rule of the table: (n, σ_min, σ_max, formulation) -> (n,) decreasing, from σ_max."""
+  ddpm = formulations.DDPM()
+  assert list(sampling.GRIDS) == ["karras", "loglinear", "uniform_t", "ddpm_timesteps"]
+  for name, rule in sampling.GRIDS.items():
+    sigmas = rule(5, ddpm.sigma_min, ddpm.sigma_max, ddpm)
+    assert sigmas.shape == (5,) and np.all(np.diff(sigmas) < 0), name
+    np.testing.assert_allclose(sigmas[[0, -1]], [ddpm.sigma_max, ddpm.sigma_min], rtol=1e-9)
+    np.testing.assert_array_equal(sampling.get_sigmas(name, 5, formulation=ddpm)[:-1], sigmas)
+
+
+def test_as_sigmas_checks_an_explicit_grid():
+  sigmas = sampling.as_sigmas([80, 10.0, 1.0, 0.1])
+  assert sigmas.dtype == np.float64
+  np.testing.assert_array_equal(sigmas, [80.0, 10.0, 1.0, 0.1])
+  np.testing.assert_array_equal(sampling.as_sigmas((2.0, 1.0), append_zero=True), [2.0, 1.0, 0])
+  with pytest.raises(ValueError, match="strictly decreasing"):
+    sampling.as_sigmas([1.0, 2.0])
+  with pytest.raises(ValueError, match="strictly decreasing"):
+    sampling.as_sigmas([1.0, 0.0], append_zero=True)
+
+
 def test_grid_errors():
-  with pytest.raises(ValueError, match="valid grids"):
+  with pytest.raises(ValueError, match="valid grids: \\['karras', 'loglinear', 'uniform_t'"):
     sampling.get_sigmas("cosine", 5, 0.01, 1.0)
+  with pytest.raises(ValueError, match="Unknown parameters \\['rho'\\] for grid 'loglinear'"):
+    sampling.get_sigmas("loglinear", 5, 0.01, 1.0, rho=3.0)
   with pytest.raises(ValueError, match="formulation"):
     sampling.get_sigmas("uniform_t", 5, 0.01, 1.0)
   with pytest.raises(ValueError, match="sigma_min and sigma_max"):

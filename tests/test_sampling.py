@@ -1,5 +1,6 @@
 """Samplers against exact answers: closed-form Gaussian flows and laws, k-diffusion's
-update rules (transcribed in NumPy below), DDIM identities, NFE counts, bad input.
+update rules (transcribed in NumPy below), DDIM identities, NFE counts of every solver,
+the solver records, the denoiser contract (σ a () array), trajectories, bad input.
 
 All in float64. Every distinct (solver, grid length, denoiser) costs one diffrax compile
 (~2 s), so the problems share denoiser objects and grid sizes.
@@ -15,10 +16,13 @@ import numpy as np
 import pytest
 
 from genode import formulations
+from genode import ode
 from genode import sampling
 from genode.benchmarks import kdiffusion_reference as kdiff
+from genode.denoiser import per_sample
 from genode.gaussians import Gaussian
 from genode.gaussians import GaussianMixture
+from genode.likelihood import log_likelihood
 
 SIGMA_MIN, SIGMA_MAX = 0.05, 80.0
 
@@ -87,7 +91,7 @@ def test_adaptive_solvers_reach_the_exact_flow(x64, gaussian):
 def test_initial_step_is_hairers_on_a_linear_ode(x64):
   """dy/dt = a·y: d1 = |a|·d0, h0 = 0.01/|a|, d2 = a²·d0, h = min(100·h0, (0.01/max)^{1/5})."""
   y0, a, tol = jnp.asarray([1.0, -2.0, 3.0]), -40.0, 1e-3
-  step = sampling.initial_step(lambda t, y, args: a * y, y0, 1.0, 0.0, rtol=tol, atol=tol)
+  step = ode.initial_step(lambda t, y, args: a * y, y0, 1.0, 0.0, rtol=tol, atol=tol)
   d0 = float(jnp.sqrt(jnp.mean((y0 / (tol + tol * jnp.abs(y0))) ** 2)))
   h0 = 0.01 / abs(a)
   expected = min(100 * h0, (0.01 / max(abs(a) * d0, a**2 * d0)) ** (1 / 5))
@@ -207,7 +211,7 @@ def test_lms_coefficients_are_exact_and_need_a_concrete_grid(x64):
   # Σ_j c_ij = σ_{i+1} − σ_i (the Lagrange basis sums to 1), and they integrate cubics
   # exactly: Σ_j c_ij·p(σ_{i−j}) = ∫ p for p(σ) = σ³.
   sigmas = sampling.get_sigmas("karras", 7, 0.002, SIGMA_MAX)
-  c = sampling.lms_coefficients(sigmas, 4)
+  c = ode.solvers.lms_coefficients(sigmas, 4)
   np.testing.assert_allclose(c.sum(1), np.diff(sigmas), rtol=1e-12)
   for i in range(3, 7):
     cubic = sum(c[i, j] * sigmas[i - j] ** 3 for j in range(4))
@@ -221,7 +225,7 @@ def test_lms_coefficients_are_exact_and_need_a_concrete_grid(x64):
 def test_lms_data_weights_integrate_cubics_exactly(x64):
   """x_{i+1} = σ_{i+1}/σ_i·x_i − σ_{i+1}∫D/τ² dτ is exact for D(σ) = σ^k, k < p_i."""
   sigmas = sampling.get_sigmas("karras", 7, 0.002, SIGMA_MAX)
-  decay, weights = sampling.lms_data_coefficients(sigmas, 4)
+  decay, weights = ode.solvers.lms_data_coefficients(sigmas, 4)
   np.testing.assert_allclose(decay[:-1], sigmas[1:-1] / sigmas[:-2], rtol=1e-15)
   np.testing.assert_allclose(decay[:-1] + weights[:-1].sum(1), 1, rtol=1e-12)  # D = const
   for i in range(3, 6):
@@ -295,7 +299,7 @@ def test_stochastic_samplers_have_the_gaussians_law(x64, solver, options, steps)
   # The discretised law is close to the data's: variance within 5%, mean within 0.02.
   np.testing.assert_allclose(var, g.eigenvalues, rtol=0.05)
   np.testing.assert_allclose(mean, 0, atol=0.02)
-  u = np.asarray((out - g.mean) @ g.eigenvectors)  # eigenbasis: independent directions
+  u = np.asarray((out - g.mean[None]) @ g.eigenvectors)  # eigenbasis: independent directions
   cov = np.cov(u.T)
   # Statistical tolerance (5 standard errors) around the exact discretised law.
   np.testing.assert_allclose(u.mean(0), mean, atol=5 * np.sqrt(var / num).max())
@@ -323,7 +327,7 @@ def _ddim(ddpm, denoiser, x_bar, sigmas):
 
 def test_ddim_is_euler_in_sigma_and_rectified_flow_euler(x64, gaussian):
   ddpm = formulations.DDPM()
-  sigmas = np.asarray(ddpm.timestep_sigmas(12))
+  sigmas = sampling.ddpm_timestep_sigmas(ddpm, 12)
   x = _start(4, sigmas[0], (8, 8))
   ddim = _ddim(ddpm, gaussian.denoiser, np.asarray(x), sigmas)
   euler, info = sampling.sample(gaussian.denoiser, x, sigmas, "euler")
@@ -364,15 +368,110 @@ def _counting(denoiser):
   return counted, calls
 
 
-@pytest.mark.parametrize("solver", ["heun", "dopri5", "tsit5"])
+@pytest.mark.parametrize("solver", list(sampling.SOLVERS))
 def test_nfe_counts_every_denoiser_call(x64, gaussian, solver):
+  record = sampling.get_solver(solver)
   denoiser, calls = _counting(gaussian.denoiser)
   sigmas = sampling.get_sigmas("karras", 6, SIGMA_MIN, SIGMA_MAX)  # N = 6 steps, last to 0
-  _, info = sampling.sample(denoiser, _start(1, SIGMA_MAX, (4, 8)), sigmas, solver)
+  _, info = sampling.sample(denoiser, _start(1, SIGMA_MAX, (4, 8)), sigmas, record,
+                            key=jax.random.key(0) if record.stochastic else None)
   jax.effects_barrier()
-  assert int(info.nfe) == calls[0]
-  if solver == "heun":
-    assert calls[0] == 2 * 6 - 1  # EDM Algorithm 1: no correction on the step to 0
+  assert int(info.nfe) == calls[0] and bool(info.finite)
+  if record.adaptive:  # 2 (starting step) + 1 (FSAL) + 6/step (+ first-step retries) + 1
+    assert calls[0] >= 3 + record.nfe_per_step * int(info.num_steps - 1) + 1
+  elif record.final_step is None:  # a multistep step to 0 (lms, lms_data)
+    assert calls[0] == record.nfe_per_step * 6
+  else:  # e.g. EDM Algorithm 1: no correction on the step to 0
+    assert calls[0] == record.nfe_per_step * 5 + 1
+
+
+def test_solver_records(x64, gaussian):
+  """The records say what their users need; a record is accepted wherever a name is."""
+  solvers = sampling.SOLVERS
+  assert [n for n, s in solvers.items() if s.adaptive] == ["tsit5", "dopri5"]
+  assert [n for n, s in solvers.items() if s.stochastic] == ["edm_stochastic", "reverse_sde"]
+  assert {n: s.nfe_per_step for n, s in solvers.items() if s.nfe_per_step != 1} == {
+      "heun": 2, "tsit5": 6, "dopri5": 6, "edm_stochastic": 2}
+  assert all(name == s.name for name, s in solvers.items())
+  assert solvers["dopri5"].options_type is sampling.AdaptiveOptions
+  assert sampling.get_solver(solvers["heun"]) is solvers["heun"]
+  x = _start(1, SIGMA_MAX, (4, 8))
+  sigmas = sampling.get_sigmas("karras", 4, SIGMA_MIN, SIGMA_MAX)
+  by_name, _ = sampling.sample(gaussian.denoiser, x, sigmas, "heun")
+  by_record, _ = sampling.sample(gaussian.denoiser, x, sigmas, solvers["heun"])
+  np.testing.assert_array_equal(by_name, by_record)
+
+
+# ---------------------------------------------------------------------------
+# The denoiser contract: σ is a () array, in sample and in log_likelihood alike.
+# ---------------------------------------------------------------------------
+
+
+def _two_written_denoisers(g):
+  """The Gaussian's ideal D, written for a scalar σ only, and per sample with `per_sample`."""
+  u, lam = g.eigenvectors, g.eigenvalues
+
+  def scalar_written(x, sigma):
+    assert jnp.ndim(sigma) == 0, jnp.shape(sigma)
+    shrink = u @ jnp.diag(lam / (lam + sigma**2)) @ u.T  # (d, d): needs one σ
+    return g.mean[None] + (x - g.mean[None]) @ shrink.T
+
+  def batch_written(x, sigma):
+    s = per_sample(sigma, x)  # (B, 1) from a () or (B,) σ
+    return g.mean[None] + (((x - g.mean[None]) @ u) * (lam[None] / (lam[None] + s**2))) @ u.T
+
+  return scalar_written, batch_written
+
+
+def test_scalar_and_batch_written_denoisers_agree_in_sample_and_likelihood(x64, gaussian):
+  scalar_written, batch_written = _two_written_denoisers(gaussian)
+  x = _start(1, SIGMA_MAX, (4, 8))
+  sigmas = sampling.get_sigmas("karras", 4, SIGMA_MIN, SIGMA_MAX)
+  outs = [sampling.sample(d, x, sigmas, "heun")[0] for d in (scalar_written, batch_written)]
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(outs[0], sampling.sample(gaussian.denoiser, x, sigmas, "heun")[0],
+                             rtol=1e-12, atol=1e-12)
+  data = gaussian.sample(jax.random.key(2), 3, sigma=SIGMA_MIN)
+  logps = [log_likelihood(d, data, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)[0]
+           for d in (scalar_written, batch_written)]
+  np.testing.assert_allclose(logps[0], logps[1], rtol=1e-10)
+  np.testing.assert_allclose(logps[0], gaussian.model_log_prob(data, SIGMA_MIN, SIGMA_MAX),
+                             atol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# Trajectories: the states at every grid point.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m", "lms", "edm_stochastic",
+                                    "reverse_sde", "euler:rf"])
+def test_trajectory_ends_at_samples_output(x64, gaussian, solver):
+  solver, _, native = solver.partition(":")
+  formulation = formulations.RectifiedFlow() if native else None
+  sigmas = (sampling.get_sigmas("karras", 5, formulation.sigma_min, 50.0) if native else
+            sampling.get_sigmas("karras", 5, SIGMA_MIN, SIGMA_MAX))
+  x = _start(1, sigmas[0], (4, 8))
+  kwargs = dict(key=jax.random.key(3)) if sampling.SOLVERS[solver].stochastic else {}
+  if solver == "edm_stochastic":
+    kwargs["S_churn"] = 5.0
+  xs, info = sampling.trajectory(gaussian.denoiser, x, sigmas, solver, formulation=formulation,
+                                 **kwargs)
+  out, sample_info = sampling.sample(gaussian.denoiser, x, sigmas, solver,
+                                     formulation=formulation, **kwargs)
+  assert xs.shape == (6, 4, 8) and bool(info.finite)
+  np.testing.assert_array_equal(xs[0], x)
+  np.testing.assert_allclose(xs[-1], out, rtol=1e-12, atol=1e-12)
+  assert int(info.nfe) == int(sample_info.nfe)
+  if solver == "euler":  # every row is the Euler step from the previous one
+    d = jnp.stack([(xs[i] - gaussian.denoiser(xs[i], sigmas[i])) / sigmas[i] for i in range(5)])
+    expected = xs[:-1] + (sigmas[1:] - sigmas[:-1])[:, None, None] * d
+    np.testing.assert_allclose(xs[1:], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_trajectory_needs_a_fixed_grid_solver():
+  with pytest.raises(ValueError, match="'dopri5' is adaptive"):
+    sampling.trajectory(lambda x, s: x, jnp.zeros((2, 3)), np.array([2.0, 1.0, 0.0]), "dopri5")
 
 
 def test_traced_grid_under_jit_matches_eager(x64, gaussian):
@@ -417,8 +516,8 @@ def test_bad_input(kwargs, message):
     sampling.sample(lambda x, s: x, jnp.zeros((2, 3)), args.pop("sigmas"), **args)
 
 
-def test_only_genode_sampling_imports_diffrax():
-  """DESIGN.md §3: one module owns diffrax (the likelihood goes through solve_adaptive)."""
+def test_only_genode_ode_imports_diffrax():
+  """DESIGN.md §3: one package owns diffrax (sampling and the likelihood go through it)."""
   package = pathlib.Path(sampling.__file__).parent.parent
   importers = set()
   for path in package.rglob("*.py"):
@@ -427,4 +526,4 @@ def test_only_genode_sampling_imports_diffrax():
                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
       if any(n.split(".")[0] == "diffrax" for n in names):
         importers.add(path.relative_to(package).parts[0])
-  assert importers == {"sampling"}, importers
+  assert importers == {"ode"}, importers

@@ -38,11 +38,14 @@ from genode.benchmarks import report
 from genode.denoiser import precondition
 from genode.formulations import EDM
 from genode.gaussians import Gaussian, GaussianMixture
-from genode.sampling import append_zero, karras_sigmas, sample
+from genode.sampling import SOLVERS, append_zero, karras_sigmas, sample
 
-FIXED_GRID_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms",
-                      "lms_data")
-ADAPTIVE_SOLVERS = ("tsit5", "dopri5")
+# genode's deterministic solvers, read from the records: on the grid of an NFE budget,
+# and adaptive over a tolerance sweep.
+FIXED_GRID_SOLVERS = tuple(s for s in SOLVERS.values() if not s.adaptive and not s.stochastic)
+ADAPTIVE_SOLVERS = tuple(s for s in SOLVERS.values() if s.adaptive and not s.stochastic)
+# k-diffusion's reference samplers (not genode solvers): NFE per step, the step to 0 is 1.
+KDIFFUSION_NFE_PER_STEP = {"euler": 1, "heun": 2, "dpm_2": 2, "lms": 1, "dpmpp_2m": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +122,12 @@ def tight_flow(denoiser, x, sigma_from: float, sigma_to: float, tol: float = 1e-
   return x_to
 
 
-def steps_for_budget(solver: str, budget: int) -> int:
-  """Grid size n (σ's before the final 0) whose NFE is at most `budget`, and closest."""
-  two_evals = solver in ("heun", "dpm_2")  # 2 NFE per step, 1 for the last step to 0
-  return (budget + 1) // 2 if two_evals else budget
+def steps_for_budget(nfe_per_step: int, budget: int) -> int:
+  """Grid size n (σ's before the final 0) whose NFE is at most `budget`, and closest.
+
+  n − 1 steps of `nfe_per_step` NFE, and 1 NFE for the last step, to 0.
+  """
+  return (budget - 1) // nfe_per_step + 1
 
 
 def _rms(a, b) -> float:
@@ -146,15 +151,15 @@ def _accuracy(problem: Problem, bench: SamplingBenchmark) -> dict:
   for budget in bench.budgets:
     genode_out = {}
     for solver in FIXED_GRID_SOLVERS:
-      sigmas = append_zero(karras_sigmas(steps_for_budget(solver, budget), bench.sigma_min,
-                                         bench.sigma_max, bench.rho))
+      sigmas = append_zero(karras_sigmas(steps_for_budget(solver.nfe_per_step, budget),
+                                         bench.sigma_min, bench.sigma_max, bench.rho))
       x, info = sample(problem.denoiser, x_t, sigmas, solver)
-      runs.append(dict(library="genode", solver=solver, budget=budget, steps=len(sigmas) - 1,
-                       nfe=int(info.nfe), rms_error=_rms(x, exact)))
-      if solver in same_rule:
-        genode_out[solver] = np.asarray(x)
+      runs.append(dict(library="genode", solver=solver.name, budget=budget,
+                       steps=len(sigmas) - 1, nfe=int(info.nfe), rms_error=_rms(x, exact)))
+      if solver.name in same_rule:
+        genode_out[solver.name] = np.asarray(x)
     for name, (sampler, nfe_of) in kdiff.SAMPLERS.items():
-      n = steps_for_budget(name, budget)
+      n = steps_for_budget(KDIFFUSION_NFE_PER_STEP[name], budget)
       sigmas = kdiff.get_sigmas_karras(n, bench.sigma_min, bench.sigma_max, bench.rho)
       grid_diff = max(grid_diff, float(np.max(np.abs(
           sigmas - append_zero(karras_sigmas(n, bench.sigma_min, bench.sigma_max, bench.rho))))))
@@ -168,7 +173,7 @@ def _accuracy(problem: Problem, bench: SamplingBenchmark) -> dict:
   for solver in ADAPTIVE_SOLVERS:
     for tol in bench.adaptive_tols:
       x, info = sample(problem.denoiser, x_t, endpoints, solver, rtol=tol, atol=tol)
-      runs.append(dict(library="genode", solver=f"{solver} (tol {tol:g})", budget=None,
+      runs.append(dict(library="genode", solver=f"{solver.name} (tol {tol:g})", budget=None,
                        steps=int(info.num_steps), nfe=int(info.nfe), rms_error=_rms(x, exact)))
   return {"problem": problem.name, "dim": problem.dim, "num_samples": bench.num_samples,
           "data_scale": float(np.sqrt(np.mean(exact**2))), "runs": runs,

@@ -1,7 +1,8 @@
 """`solve_adaptive`: one adaptive Runge–Kutta solve (Tsit5/Dopri5 + `PIDController`).
 
-The one place, with `genode.sampling.sample`, where genode calls `diffrax.diffeqsolve`
-with an adaptive step: `sample`'s tsit5/dopri5 and `genode.likelihood` both use it.
+genode's one adaptive `diffrax.diffeqsolve`: the samplers' tsit5/dopri5 and the CNF
+likelihood (`genode.ode.cnf`, hence `genode.likelihood`) both use it. It is
+differentiable through the chosen adjoint (`genode.ode.methods.ADJOINTS`).
 
 The first step size is Hairer & Wanner's starting step (Solving ODEs I, §II.4,
 "Starting step size"; DOPRI5's `hinit`), computed here by `initial_step`: it evaluates
@@ -25,9 +26,9 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-ADAPTIVE_SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
-_EVALS_PER_STEP = 6
-_EVALS_INITIAL_STEP = 2  # diffrax's initial step selection (dt0=None)
+from genode.ode import methods
+
+_EVALS_INITIAL_STEP = 2  # `initial_step`: Hairer's starting step size
 _EVALS_AT_START = 1  # the first FSAL stage
 
 
@@ -43,7 +44,8 @@ class Counts(NamedTuple):
 
 def solve_adaptive(vector_field: Callable[[Any, Any, Any], Any], y0, t0, t1, *,
                    solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                   max_steps: int = 4096, throw: bool = False) -> tuple[Any, Counts]:
+                   max_steps: int = 4096, throw: bool = False,
+                   adjoint: str = "recursive_checkpoint") -> tuple[Any, Counts]:
   """y(t1) of dy/dt = vector_field(t, y, None) from y(t0) = y0, adaptively.
 
   Args:
@@ -52,28 +54,26 @@ def solve_adaptive(vector_field: Callable[[Any, Any, Any], Any], y0, t0, t1, *,
       recognises a repeated solve and does not recompile.
     y0: the state at t0 (a pytree of arrays).
     t0, t1: the time interval (t1 < t0 integrates backwards, e.g. σ decreasing).
-    solver: a name in `ADAPTIVE_SOLVERS`.
+    solver: an adaptive name in `genode.ode.methods.RUNGE_KUTTA` ("dopri5", "tsit5").
     rtol, atol: the `PIDController`'s tolerances.
-    max_steps: diffrax's step limit.
+    max_steps: diffrax's step limit. Keep it tight when differentiating: the
+      checkpointed adjoint's cost grows with it (diffrax issue #76).
     throw: raise if the solve fails (max_steps exceeded); otherwise see `successful`.
+    adjoint: how gradients flow through the solve, a name in `methods.ADJOINTS`.
 
   Returns:
     (y(t1), Counts).
   """
-  try:
-    solver_obj = ADAPTIVE_SOLVERS[solver]()
-  except (KeyError, TypeError):
-    raise ValueError(f"Unknown adaptive solver {solver!r}; valid: "
-                     f"{sorted(ADAPTIVE_SOLVERS)}") from None
+  method = methods.adaptive_method(solver)
   controller = FirstStepRetryCounter(diffrax.PIDController(rtol=rtol, atol=atol))
   dt0 = initial_step(vector_field, y0, t0, t1, rtol=rtol, atol=atol)
   sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(vector_field), solver_obj, t0=t0, t1=t1, dt0=dt0, y0=y0,
+      diffrax.ODETerm(vector_field), method.solver(), t0=t0, t1=t1, dt0=dt0, y0=y0,
       stepsize_controller=controller, saveat=diffrax.SaveAt(t1=True, controller_state=True),
-      max_steps=max_steps, throw=throw)
+      max_steps=max_steps, throw=throw, adjoint=methods.adjoint(adjoint))
   _, _, retries = sol.controller_state
   steps = sol.stats["num_steps"]
-  nfe = _EVALS_INITIAL_STEP + _EVALS_AT_START + retries + _EVALS_PER_STEP * steps
+  nfe = _EVALS_INITIAL_STEP + _EVALS_AT_START + retries + method.evals_per_step * steps
   counts = Counts(jnp.asarray(nfe, jnp.int32), jnp.asarray(steps, jnp.int32),
                   jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
                   jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32),
