@@ -69,14 +69,8 @@ class SamplerSpec:
     values["sigmas"] = tuple(float(s) for s in values["sigmas"]) if values["sigmas"] else None
     spec = cls(**values)
     solver = sampling.get_solver(spec.solver)
-    options_type = getattr(solver, "options_type", None) or solver.options
-    valid = [f.name for f in dataclasses.fields(options_type)]
-    unknown = sorted(set(dict(spec.options)) - set(valid))
-    if unknown:
-      raise ValueError(f"Unknown sampler.options {unknown} for solver {spec.solver!r}; its "
-                       f"options: {valid or 'none'}")
-    accepts = getattr(solver, "accepts_formulation", getattr(solver, "native", False))
-    if spec.coordinates == "native" and not accepts:
+    solver.parse_options(dict(spec.options))  # unknown option names → ValueError
+    if spec.coordinates == "native" and not solver.accepts_formulation:
       raise ValueError(f"Solver {spec.solver!r} is defined in σ only; "
                        "sampler.coordinates='native' needs one that integrates a "
                        "formulation's own ODE")
@@ -220,9 +214,7 @@ class Diffusion:
     and nothing is asked for, else the named grid, the spec filling what is not given."""
     spec = self.sampler
     if spec.sigmas is not None and grid is None and steps is None:
-      sigmas = np.asarray(spec.sigmas, np.float64)
-      sampling.check_sigmas(sigmas)
-      return sigmas
+      return sampling.as_sigmas(spec.sigmas)
     lo, hi = self.sigma_range
     pick = lambda value, default: default if value is None else value
     return sampling.get_sigmas(pick(grid, spec.grid), pick(steps, spec.steps),
@@ -274,8 +266,7 @@ class Diffusion:
     if solver is None:
       options = {**dict(spec.options), **options}
     if sigmas is not None:
-      sigmas = np.asarray(sigmas, np.float64)
-      sampling.check_sigmas(sigmas)
+      sigmas = sampling.as_sigmas(sigmas)
       label, grid, steps = f"{solver_name}_sigmas{len(sigmas) - 1}", "explicit", None
     else:
       sigmas = self.sampler_sigmas(grid=grid, steps=steps)
@@ -301,8 +292,7 @@ class Diffusion:
 
     ValueError naming the valid choices for an unknown solver or grid.
     """
-    adaptive = sorted(n for n, s in sampling.SOLVERS.items()
-                      if getattr(s, "adaptive", s.options is sampling.AdaptiveOptions))
+    adaptive = sorted(n for n, s in sampling.SOLVERS.items() if s.adaptive)
     fixed = sorted(set(sampling.SOLVERS) - set(adaptive))
     for solver in eval_config.solvers:
       if solver not in fixed:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import jax
 
-from genode.bits import bits_per_dim as bits_per_dim  # noqa: F401  (moved: genode.bits)
-from genode.bits import dequantize as dequantize  # noqa: F401  (moved: genode.bits)
 from genode.denoiser import Denoiser
 from genode.ode import cnf
 from genode.ode import terms

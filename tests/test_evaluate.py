@@ -13,7 +13,7 @@ import pytest
 
 from configs import eval as eval_config_lib
 from configs import digits_edm, toy2d_edm
-from genode import likelihood
+from genode import bits
 from genode.evaluation import evaluate, feature_net, report
 from genode.experiment import Experiment
 from genode.train import checkpoint
@@ -271,7 +271,7 @@ def test_image_nll_uniform_model_is_8_bits_per_dim(shape, trace):
 
 def test_dequantized_levels_land_in_their_bins():
   levels = jnp.arange(256, dtype=jnp.uint8).reshape(16, 16)
-  x = likelihood.dequantize(jax.random.key(0), levels)
+  x = bits.dequantize(jax.random.key(0), levels)
   k = np.asarray(levels, np.float64)
   assert np.all(x >= 2 * k / 256 - 1) and np.all(x < 2 * (k + 1) / 256 - 1)
-  assert float(likelihood.bits_per_dim(-64 * np.log(2.0), 64)) == pytest.approx(8.0)
+  assert float(bits.bits_per_dim(-64 * np.log(2.0), 64)) == pytest.approx(8.0)

@@ -20,7 +20,7 @@ def random_network(key):
   w1 = jax.random.normal(k1, (DIM, 16)) / math.sqrt(DIM)
   b = jax.random.normal(k2, (16,)) / 10
   w2 = jax.random.normal(k3, (16, DIM))
-  return lambda x, c: jnp.tanh(x @ w1 + c[:, None] * b) @ w2
+  return lambda x, c: jnp.tanh(x @ w1 + c[:, None] * b[None]) @ w2
 
 
 def data_and_noise(key):

@@ -43,8 +43,8 @@ import ml_collections
 import numpy as np
 
 import genode
+from genode import bits
 from genode import images as images_lib
-from genode import likelihood as likelihood_lib
 from genode import workdir as workdir_lib
 from genode.evaluation import feature_net as feature_net_lib
 from genode.evaluation import frechet
@@ -401,7 +401,7 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
     idx = np.arange(i * batch, (i + 1) * batch) % n  # the last batch wraps (one compile)
     dq_key, probe_key = jax.random.split(jax.random.fold_in(root, i))
     if quantized:
-      x = likelihood_lib.dequantize(dq_key, levels[idx], num_levels=dataset.quantization_levels)
+      x = bits.dequantize(dq_key, levels[idx], num_levels=dataset.quantization_levels)
     else:
       x = jnp.asarray(levels[idx])
     lab = None if labels is None or not conditional else jnp.asarray(labels[idx])
@@ -413,7 +413,7 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
       probe_err.append(np.asarray(info.stderr)[:keep])
   logp = np.concatenate(logps).astype(np.float64)
   if quantized:
-    per_example = np.asarray(likelihood_lib.bits_per_dim(
+    per_example = np.asarray(bits.bits_per_dim(
         logp, dim, data_scale=2.0, num_levels=dataset.quantization_levels))
   else:
     per_example = -logp / (dim * math.log(2.0))  # continuous data: no dequantization

@@ -109,11 +109,6 @@ class Solver:
   final_step: Callable | None = dataclasses.field(default=routes.final_denoise, repr=False)
   prepare: Callable | None = dataclasses.field(default=None, repr=False)
 
-  @property
-  def options(self) -> type:
-    """`options_type` (the name `genode.evaluation.evaluate` reads)."""
-    return self.options_type
-
   def parse_options(self, options: dict):
     """`options_type(**options)`; ValueError naming the unknown ones and the valid ones."""
     fields = [f.name for f in dataclasses.fields(self.options_type)]
