@@ -204,12 +204,12 @@ def test_mnist_reads_idx_files(tmp_path, gz):
 
 def test_mnist_missing_files_say_where_to_put_them(tmp_path):
   with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.*not found in") as e:
-    get_dataset("mnist", path=str(tmp_path))
+    get_dataset("mnist", path=str(tmp_path)).check_files()  # constructing reads nothing
   assert str(tmp_path) in str(e.value) and "Put the four MNIST IDX files" in str(e.value)
   _write_mnist(tmp_path, gz=True)
   (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
   with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
-    MNIST(path=str(tmp_path))
+    MNIST(path=str(tmp_path)).check_files()
   with pytest.raises(ValueError, match="needs path="):
     get_dataset("mnist")
 
@@ -264,7 +264,7 @@ def test_cifar10_reads_archive_and_folder(tmp_path, layout):
 
 def test_cifar10_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz") as e:
-    CIFAR10(path=str(tmp_path))
+    CIFAR10(path=str(tmp_path)).check_files()
   assert str(tmp_path) in str(e.value)
   data = _cifar_batches()
   folder = tmp_path / "cifar-10-batches-py"

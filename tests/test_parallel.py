@@ -125,7 +125,7 @@ def test_frozen_inputs_are_arguments_of_the_compiled_step(name):
 
   def objective(params, batch, key, target):
     del key
-    return jnp.mean((params["w"] * batch["x"] - target["y"]) ** 2, axis=-1), {}
+    return jnp.mean((params["w"][None] * batch["x"] - target["y"]) ** 2, axis=-1), {}
 
   optimizer = optax.sgd(0.0)
   params = {"w": jnp.full((2,), 2.0)}
