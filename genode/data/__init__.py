@@ -8,6 +8,7 @@
 | "digits" | use_labels | (8, 8, 1) | 10 | scikit-learn's bundled `load_digits` |
 | "mnist" | path, use_labels | (28, 28, 1) | 10 | the four IDX files (.gz or not) in `path` |
 | "cifar10" | path, use_labels | (32, 32, 3) | 10 | `cifar-10-python.tar.gz` or its folder |
+| "couplings" | path, expected_shape, teacher_workdir | the teacher's | the teacher's | `genode.reflow.dataset` |
 
 toy2d distributions: moons, 8gaussians, checkerboard, swissroll, pinwheel.
 Every dataset has `train_batch(seed, step, batch_size, process_index=0,
@@ -26,12 +27,14 @@ from genode.data.digits import Digits
 from genode.data.mnist import MNIST, read_idx
 from genode.data.pipeline import batches
 from genode.data.toy2d import Toy2D
+from genode.reflow.dataset import Couplings
 
 __all__ = ["Dataset", "ImageDataset", "Toy2D", "Digits", "MNIST", "CIFAR10", "DATASETS",
            "get_dataset", "batches", "read_idx", "to_uint8", "uint8_to_float"]
 
 DATASETS: dict[str, type[Dataset]] = {
     "toy2d": Toy2D, "digits": Digits, "mnist": MNIST, "cifar10": CIFAR10,
+    "couplings": Couplings,  # stored (z, x = ODE_teacher(z)) pairs: reflow, distillation
 }
 
 
