@@ -27,23 +27,34 @@ from genode.data.digits import Digits
 from genode.data.mnist import MNIST, read_idx
 from genode.data.pipeline import batches
 from genode.data.toy2d import Toy2D
-from genode.reflow.dataset import Couplings
 
 __all__ = ["Dataset", "ImageDataset", "Toy2D", "Digits", "MNIST", "CIFAR10", "DATASETS",
            "get_dataset", "batches", "read_idx", "to_uint8", "uint8_to_float"]
 
 DATASETS: dict[str, type[Dataset]] = {
     "toy2d": Toy2D, "digits": Digits, "mnist": MNIST, "cifar10": CIFAR10,
-    "couplings": Couplings,  # stored (z, x = ODE_teacher(z)) pairs: reflow, distillation
 }
+
+
+def _couplings() -> type[Dataset]:
+  """Stored (z, x = ODE_teacher(z)) pairs for reflow and distillation, imported when
+  asked for (genode.reflow imports this package)."""
+  from genode.reflow.dataset import Couplings  # pylint: disable=g-import-not-at-top
+  return Couplings
+
+
+LAZY_DATASETS = {"couplings": _couplings}
 
 
 def get_dataset(name: str, **params) -> Dataset:
   """The dataset `name` with its parameters; ValueError lists valid names/parameters."""
-  try:
+  if name in LAZY_DATASETS:
+    cls = LAZY_DATASETS[name]()
+  elif name in DATASETS:
     cls = DATASETS[name]
-  except KeyError:
-    raise ValueError(f"Unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}") from None
+  else:
+    raise ValueError(f"Unknown dataset {name!r}; valid datasets: {sorted(DATASETS)} (and "
+                     f"{sorted(LAZY_DATASETS)})")
   valid = sorted(f.name for f in dataclasses.fields(cls))
   unknown = sorted(set(params) - set(valid))
   if unknown:
