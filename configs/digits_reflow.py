@@ -1,6 +1,6 @@
 """k-rectified flow and one-step distillation on 8×8 digits (Liu, Gong & Liu 2022).
 
-The whole pipeline (each stage a config argument, see configs/reflow_stages.py):
+The whole pipeline (each stage a config argument, see configs/_reflow_stages.py):
 
   R=/tmp/genode/digits_reflow
   python -m launch.train --config=configs/digits_reflow.py:1rf --workdir=$R/1rf
@@ -27,7 +27,7 @@ one-step L2. The teacher's quality to compare with is its Heun 18-step (35 NFE) 
 """
 
 from configs import base
-from configs import reflow_stages
+from configs import _reflow_stages as reflow_stages
 
 ROOT = "/tmp/genode/digits_reflow"
 STUDENT_STEPS = {"2rf": 3000, "3rf": 3000, "2rf_edm": 3000, "distill": 2000,

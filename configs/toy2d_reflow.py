@@ -1,6 +1,6 @@
 """k-rectified flow and one-step distillation on 8gaussians (Liu, Gong & Liu 2022, §5.1).
 
-The whole pipeline (each stage a config argument, see configs/reflow_stages.py):
+The whole pipeline (each stage a config argument, see configs/_reflow_stages.py):
 
   R=/tmp/genode/toy2d_reflow
   python -m launch.train --config=configs/toy2d_reflow.py:1rf --workdir=$R/1rf
@@ -20,7 +20,7 @@ rtol = atol = 1e-5. Distillation: one Euler step against the 2-RF's endpoint, L2
 """
 
 from configs import base
-from configs import reflow_stages
+from configs import _reflow_stages as reflow_stages
 
 ROOT = "/tmp/genode/toy2d_reflow"
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import eval_reflow, reflow_stages, toy2d_reflow
+from configs import _reflow_stages as reflow_stages
+from configs import eval_reflow, toy2d_reflow
 from genode import formulations, gaussians, loop, sampling
 from genode import workdir as workdir_lib
 from genode.evaluation import evaluate

@@ -37,8 +37,11 @@ STAGES = {
 
 
 def parse_arg(arg: str | None) -> tuple[str, bool]:
-  """"2rf" → ("2rf", False); "2rf,runlocal" → ("2rf", True); None → ("1rf", False)."""
+  """"2rf" → ("2rf", False); "2rf,runlocal" → ("2rf", True); None → ("1rf", False);
+  "runlocal" → ("1rf", True)."""
   parts = [p for p in (arg or "1rf").split(",") if p]
+  if parts == ["runlocal"]:
+    parts = ["1rf", "runlocal"]
   stage, rest = parts[0], parts[1:]
   if stage not in STAGES or rest not in ([], ["runlocal"]):
     raise ValueError(f"Unknown config argument {arg!r}; valid: one of {list(STAGES)}, "
