@@ -132,6 +132,7 @@ class Diffusion:
 
   def __post_init__(self):
     check_objective(self.objective_name, dict(self.objective_params))
+    self.objective()  # built once here, so that bad parameters fail at the config layer
 
   # -- training ---------------------------------------------------------------
   def init_params(self, key: jax.Array, batch: dict) -> Any:
@@ -366,6 +367,7 @@ def _reflow(family: Diffusion, time: str = "uniform") -> Objective:
 def _distill(family: Diffusion, num_steps: int = 1) -> Objective:
   """k-step distillation (Liu et al. 2022, §2.3): the student's `num_steps`-step Euler
   output from the stored noise against the teacher's endpoint, L2."""
+  reflow_objectives.check_one_step(family, num_steps)
   return reflow_objectives.make_distillation_objective(
       family.formulation, family.train_network, num_steps=int(num_steps),
       sigma_max=family.sigma_range[1])

@@ -8,6 +8,7 @@
 | "digits" | use_labels | (8, 8, 1) | 10 | scikit-learn's bundled `load_digits` |
 | "mnist" | path, use_labels | (28, 28, 1) | 10 | the four IDX files (.gz or not) in `path` |
 | "cifar10" | path, use_labels | (32, 32, 3) | 10 | `cifar-10-python.tar.gz` or its folder |
+| "couplings" | path, expected_shape, teacher_workdir | the teacher's | the teacher's | `genode.reflow.dataset` |
 
 toy2d distributions: moons, 8gaussians, checkerboard, swissroll, pinwheel.
 Every dataset has `train_batch(seed, step, batch_size, process_index=0,
@@ -35,12 +36,25 @@ DATASETS: dict[str, type[Dataset]] = {
 }
 
 
+def _couplings() -> type[Dataset]:
+  """Stored (z, x = ODE_teacher(z)) pairs for reflow and distillation, imported when
+  asked for (genode.reflow imports this package)."""
+  from genode.reflow.dataset import Couplings  # pylint: disable=g-import-not-at-top
+  return Couplings
+
+
+LAZY_DATASETS = {"couplings": _couplings}
+
+
 def get_dataset(name: str, **params) -> Dataset:
   """The dataset `name` with its parameters; ValueError lists valid names/parameters."""
-  try:
+  if name in LAZY_DATASETS:
+    cls = LAZY_DATASETS[name]()
+  elif name in DATASETS:
     cls = DATASETS[name]
-  except KeyError:
-    raise ValueError(f"Unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}") from None
+  else:
+    raise ValueError(f"Unknown dataset {name!r}; valid datasets: {sorted(DATASETS)} (and "
+                     f"{sorted(LAZY_DATASETS)})")
   valid = sorted(f.name for f in dataclasses.fields(cls))
   unknown = sorted(set(params) - set(valid))
   if unknown:

@@ -49,6 +49,7 @@ from genode import workdir as workdir_lib
 from genode.evaluation import feature_net as feature_net_lib
 from genode.evaluation import frechet
 from genode.evaluation import inception
+from genode.evaluation import reflow as reflow_eval
 from genode.evaluation import report
 from genode.evaluation import toy_metrics
 from genode.train.checkpoint import CHECKPOINT_DIR, CheckpointError
@@ -150,6 +151,7 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
 
   Returns one record per sampler setting, then the likelihood record (if "nll" is asked).
   """
+  experiment, couplings = reflow_eval.reference_experiment(experiment)  # the real data
   family, dataset = experiment.family, experiment.dataset
   settings = check_eval_config(eval_config, family=family)
   metrics = resolve_metrics(eval_config, dataset)
@@ -170,6 +172,9 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
     _write_json(os.path.join(out_dir, setting.name + ".json"), record)
     logging.info("%s: NFE %s, %s", setting.name, run["nfe"], record["metrics"])
     records.append(record)
+  if "rf" in eval_config:  # straightness, k-step Euler, the teacher (configs/eval_reflow.py)
+    records += reflow_eval.rf_records(experiment, weights, eval_config, out_dir, scorer, base,
+                                      _write_json, couplings)
   if "nll" in metrics:
     record = dict(base, kind="likelihood", name="likelihood",
                   **_needs_data("nll", lambda: negative_log_likelihood(
@@ -178,6 +183,7 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
     _write_json(os.path.join(out_dir, "likelihood.json"), record)
     records.append(record)
   report.write_report(out_dir, records)
+  reflow_eval.append_report(out_dir, records)
   return records
 
 

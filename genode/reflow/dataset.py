@@ -25,14 +25,18 @@ from genode.reflow.permutation import FeistelPermutation
 
 @dataclasses.dataclass(frozen=True)
 class Couplings(base.Dataset):
-  """Stored couplings at `path`; `expected_shape` (optional) is checked against them.
+  """Stored couplings at `path`; `expected_shape` and `teacher_workdir` (optional) checked.
 
+  teacher_workdir: the workdir the couplings must come from (a student config's
+  `data.teacher_workdir`), compared as an absolute path with the manifest's teacher workdir.
   Raises FileNotFoundError if `path` is not a couplings directory, ValueError if its
-  example shape is not `expected_shape` or if generation has not finished.
+  example shape is not `expected_shape`, if it comes from another teacher, or if
+  generation has not finished.
   """
 
   path: str
   expected_shape: tuple[int, ...] | None = None
+  teacher_workdir: str | None = None
 
   name = "couplings"
 
@@ -43,6 +47,8 @@ class Couplings(base.Dataset):
     if self.expected_shape is not None and tuple(self.expected_shape) != shape:
       raise ValueError(f"Couplings at {self.path!r} have examples of shape {shape}, "
                        f"expected {tuple(self.expected_shape)}.")
+    if self.teacher_workdir is not None:
+      self.check_teacher(workdir=os.path.abspath(os.path.expanduser(self.teacher_workdir)))
     done = store.completed_shards(self.path, self.settings)
     if len(done) != self.settings.num_shards:
       raise ValueError(f"Couplings at {self.path!r} are incomplete ({len(done)} of "

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genode import sampling
 from genode.denoiser import Denoiser, precondition
@@ -87,6 +88,7 @@ def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn | None
   make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
 
   def objective(params, batch, key):
+    _coupling(batch, "reflow")
     loss_key, dropout_key = jax.random.split(key)
     denoiser = make_denoiser(params, batch, dropout_key)
     per_sample = reflow_denoising_loss(formulation, denoiser, batch["x"], batch["noise"],
@@ -107,6 +109,31 @@ def euler_endpoint(denoiser: Denoiser, noise: jax.Array, num_steps: int,
   x, _ = sampling.sample(denoiser, jnp.asarray(sigma_max, noise.dtype) * noise, sigmas,
                          "euler")
   return x
+
+
+def check_one_step(family, num_steps: int = 1) -> None:
+  """ValueError (one line) unless `family` can be a k-step distillation student.
+
+  A student takes k Euler steps of its own PF-ODE from x̄ = σ_max·z (`euler_endpoint`):
+  it must be a denoiser D(x̄; σ) (`family.denoiser`) with a finite σ_max
+  (`family.sigma_range`), and k must be a positive integer.
+  """
+  if int(num_steps) != num_steps or num_steps < 1:
+    raise ValueError(f"objective.num_steps must be a positive integer, got {num_steps!r}")
+  name = getattr(family, "name", type(family).__name__)
+  if not callable(getattr(family, "denoiser", None)) or not hasattr(family, "sigma_range"):
+    raise ValueError(f"Model family {name!r} cannot take one step: distillation needs a "
+                     "denoiser D(x; σ) and its σ_max (a diffusion family)")
+  sigma_max = float(family.sigma_range[1])
+  if not np.isfinite(sigma_max) or sigma_max <= 0:
+    raise ValueError(f"Model family {name!r} cannot take one step from σ_max = {sigma_max}")
+
+
+def _coupling(batch: Batch, objective: str) -> None:
+  """KeyError → ValueError (one line): the objective needs a couplings batch."""
+  if "noise" not in batch:
+    raise ValueError(f"The {objective} objective trains on couplings (data.name = "
+                     "'couplings', from `launch.reflow couple`): the batch has no 'noise'")
 
 
 def _pixel_mean(error):
@@ -131,6 +158,7 @@ def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn 
   rf_time_sigmas(num_steps, sigma_max)  # checks the arguments once
 
   def objective(params, batch, key):
+    _coupling(batch, "distill")
     _, dropout_key = jax.random.split(key)
     denoiser = make_denoiser(params, batch, dropout_key)
     x_hat = euler_endpoint(denoiser, batch["noise"], num_steps, sigma_max)

@@ -1,0 +1,50 @@
+"""k-rectified flow and one-step distillation on 8×8 digits (Liu, Gong & Liu 2022).
+
+The whole pipeline (each stage a config argument, see configs/_reflow_stages.py):
+
+  R=/tmp/genode/digits_reflow
+  python -m launch.train --config=configs/digits_reflow.py:1rf --workdir=$R/1rf
+  python -m launch.reflow couple --teacher=$R/1rf --out=$R/pairs_1rf --num_pairs=16384 \
+      --solver=heun --steps=18
+  python -m launch.train --config=configs/digits_reflow.py:2rf --workdir=$R/2rf
+  python -m launch.reflow couple --teacher=$R/2rf --out=$R/pairs_2rf --num_pairs=16384 \
+      --solver=heun --steps=18
+  python -m launch.train --config=configs/digits_reflow.py:distill --workdir=$R/distill
+  python -m launch.train --config=configs/digits_reflow.py:3rf --workdir=$R/3rf
+  python -m launch.train --config=configs/digits_reflow.py:distill_1rf --workdir=$R/distill_1rf
+  python -m launch.evaluate --workdir=$R/distill --eval=configs/eval_reflow.py:digits
+
+From an EDM teacher (e.g. the main job's): put its workdir at $R/edm, then
+  python -m launch.reflow couple --teacher=$R/edm --out=$R/pairs_edm --num_pairs=16384 \
+      --solver=heun --steps=18
+  python -m launch.train --config=configs/digits_reflow.py:2rf_edm --workdir=$R/2rf_edm
+
+`:<stage>,runlocal` shrinks every stage to a CPU smoke test under $R=/tmp/genode/
+digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 steps).
+Reflow: 3000 steps from the teacher's EMA parameters with a fresh Adam and EMA, t ~ U[ε, 1],
+on 16k pairs of the teacher's 35-NFE Heun (the issue's probe); distillation: 2000 steps of
+one-step L2. The teacher's quality to compare with is its Heun 18-step (35 NFE) FD.
+"""
+
+from configs import base
+from configs import _reflow_stages as reflow_stages
+
+ROOT = "/tmp/genode/digits_reflow"
+STUDENT_STEPS = {"2rf": 3000, "3rf": 3000, "2rf_edm": 3000, "distill": 2000,
+                 "distill_1rf": 2000}
+
+
+def get_config(arg=None):
+  stage, runlocal = reflow_stages.parse_arg(arg)
+  return make(stage, runlocal, ROOT + ("_runlocal" if runlocal else ""))
+
+
+def make(stage: str, runlocal: bool = False, root: str = ROOT):
+  """The config of `stage` with its workdirs and couplings under `root`."""
+  config = base.digits_config("rf", "runlocal" if runlocal else None)
+  student = {} if runlocal or stage == "1rf" else dict(
+      num_steps=STUDENT_STEPS[stage], sample_every=STUDENT_STEPS[stage])
+  config = reflow_stages.stage_config(config, stage, root, (8, 8, 1), **student)
+  if stage != "1rf" and not runlocal:
+    config.optim.learning_rate = 1e-3
+  return config
