@@ -17,7 +17,7 @@ RF = formulations.RectifiedFlow()
 def _network_fn(params, x_in, c_noise, key, class_labels=None):
   """A small nonlinear F(x_in, c_noise) with a dropout-like use of the key."""
   del key
-  h = jnp.tanh(x_in @ params["w"] + c_noise[:, None] * params["b"])
+  h = jnp.tanh(x_in @ params["w"] + c_noise[:, None] * params["b"][None])
   if class_labels is not None:
     h = h + class_labels[:, None].astype(h.dtype)
   return h @ params["v"]

@@ -41,10 +41,11 @@ class LinearCoupling:
 
   def pair(self, z):
     """x = A·z + b, (B, d)."""
-    return self.offset + ((z @ self.eigenvectors) * self.scales) @ self.eigenvectors.T
+    return self.offset[None] + ((z @ self.eigenvectors) * self.scales[None]) @ self.eigenvectors.T
 
   def denoiser(self, x, sigma):
     """D(x̄; σ) = b + A(A + σI)⁻¹(x̄ − b); σ a scalar or (B,)."""
     sigma = jnp.reshape(sigma, jnp.shape(sigma) + (1,) * (jnp.ndim(sigma) > 0))
-    shrink = self.scales / (self.scales + sigma)
-    return self.offset + (((x - self.offset) @ self.eigenvectors) * shrink) @ self.eigenvectors.T
+    scales, offset = self.scales[None], self.offset[None]
+    shrink = scales / (scales + sigma)
+    return offset + (((x - offset) @ self.eigenvectors) * shrink) @ self.eigenvectors.T
