@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 from absl import app
+from absl import flags
 
 from launch import config_flags_util
 
@@ -41,3 +42,19 @@ def run(main: Callable[[list[str]], None], config_flag: str | None = None) -> No
     app.run(guarded)
   else:
     app.run(guarded, flags_parser=lambda argv: config_flags_util.parse_flags(argv, config_flag))
+
+
+def define_process_flags() -> Callable[[], object]:
+  """Defines --coordinator_address, --num_processes and --process_id (multi-process runs;
+  they default to the environment / one process) and returns the function that joins
+  the runtime with them (`genode.train.distributed.initialize`)."""
+  coordinator = flags.DEFINE_string("coordinator_address", None,
+                                    "host:port of process 0 (multi-process runs).")
+  num_processes = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+  process_id = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+  def initialize():
+    from genode.train import distributed  # pylint: disable=g-import-not-at-top
+    return distributed.initialize(coordinator.value, num_processes.value, process_id.value)
+
+  return initialize

@@ -40,10 +40,7 @@ _STEP = flags.DEFINE_integer("step", None, "The teacher's checkpoint (default: n
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "The teacher's parameters.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace couplings in --out made with other settings.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 (multi-process runs).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_INITIALIZE_PROCESSES = cli.define_process_flags()
 
 
 def main(argv):
@@ -54,9 +51,8 @@ def main(argv):
   if missing:
     raise ValueError(f"launch.reflow couple needs {', '.join(missing)}")
   from genode.reflow import couple  # pylint: disable=g-import-not-at-top
-  from genode.train import distributed  # pylint: disable=g-import-not-at-top
 
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _INITIALIZE_PROCESSES()
   summary = couple.couple_workdir(
       _TEACHER.value, _OUT.value, _NUM_PAIRS.value, solver=_SOLVER.value, rtol=_RTOL.value,
       atol=_ATOL.value, grid=_GRID.value, steps=_STEPS.value, batch_size=_BATCH.value,

@@ -18,20 +18,16 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and samples go.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Delete the workdir's previous run if its config differs.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 (multi-process runs).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_INITIALIZE_PROCESSES = cli.define_process_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from genode.train import distributed  # pylint: disable=g-import-not-at-top
   from genode import loop  # pylint: disable=g-import-not-at-top
 
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _INITIALIZE_PROCESSES()
   loop.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
