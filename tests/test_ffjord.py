@@ -225,7 +225,7 @@ def test_bad_input_is_one_clear_line(trained):
   for fn, match in cases:
     with pytest.raises(ValueError, match=_escape(match)):
       fn()
-  for field, value, match in [("cnf.train.solver", "rk45", "Unknown adaptive solver"),
+  for field, value, match in [("cnf.train.solver", "rk45", "Unknown solver 'rk45' for the cnf"),
                               ("cnf.foo", 1, "Unknown config.cnf fields ['foo']"),
                               ("model.activation", "relu6", "Unknown activation 'relu6'")]:
     config = toy2d_ffjord.get_config("runlocal")
