@@ -1,7 +1,9 @@
 """FFJORD (Grathwohl et al. 2019) on 2-D toy data: a CNF trained by maximum likelihood.
 
-  python -m launch.train --config=configs/toy2d_ffjord.py:8gaussians --workdir=/tmp/genode/toy2d_ffjord_8g
-  python -m launch.train --config=configs/toy2d_ffjord.py:checkerboard --workdir=/tmp/genode/toy2d_ffjord_cb
+  python -m launch.train --config=configs/toy2d_ffjord.py:8gaussians \
+      --workdir=/tmp/genode/toy2d_ffjord_8g
+  python -m launch.train --config=configs/toy2d_ffjord.py:checkerboard \
+      --workdir=/tmp/genode/toy2d_ffjord_cb
   python -m launch.evaluate --workdir=/tmp/genode/toy2d_ffjord_cb \
       --eval.solvers="('heun',)" --eval.steps="(8,)" --eval.adaptive_solvers="('dopri5',)" \
       --eval.tolerances="(1e-5,)" --eval.nll.num_examples=2000 --eval.nll.batch_size=500
@@ -16,7 +18,9 @@ trace with a Rademacher probe in training, Dopri5 at rtol = atol = 1e-5. Here (t
 2-core CPU): the same network with tanh, batch 256, 10 000 steps, Adam lr 1e-3 with cosine decay, a
 fixed-step Tsit5 solve (`cnf.train.num_steps`) with the checkpointed adjoint in training
 (genode/ffjord.py says why), and the adaptive Dopri5 solve with the exact trace for the
-evaluation's NLL and the samples.
+evaluation's NLL and the samples. Each run costs ≈590 s of CPU (10 000 steps of ≈0.06 s).
+Measured (WORKSPACE): test NLL 2.783 nats on 8gaussians (the true NLL of the same points
+2.783), 3.569 nats on checkerboard (ln 32 = 3.466).
 """
 
 import ml_collections
