@@ -26,6 +26,7 @@ from typing import Any, Callable
 import ml_collections
 
 from genode import models as models_lib
+from genode import ffjord
 from genode.diffusion import Diffusion, SamplerSpec
 from genode.formulations import get_formulation
 
@@ -50,10 +51,42 @@ def build_diffusion(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
                    objective_name=name, objective_params=tuple(sorted(objective.items())))
 
 
-FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion}
+def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
+              num_classes: int) -> ffjord.CNF:
+  """A continuous normalizing flow (FFJORD): `config.model` is f(x, t); `config.cnf` has
+  time_length, num_levels (256 = dequantize 8-bit data, 0 = continuous), `train` and
+  `likelihood` (`genode.ffjord.Solve` fields); `config.sampler` (`genode.ffjord.CNFSampler`)."""
+  del num_classes
+  model = models_lib.get_model(**fields_of(config.model))
+  section = config.cnf
+  unknown = sorted(set(section) - {"time_length", "num_levels", "train", "likelihood"})
+  if unknown:
+    raise ValueError(f"Unknown config.cnf fields {unknown}; valid: ['likelihood', "
+                     "'num_levels', 'time_length', 'train']")
+  solves = {k: ffjord.from_fields(ffjord.Solve, fields_of(section[k]), f"cnf.{k}")
+            for k in ("train", "likelihood") if k in section}
+  train = solves.get("train", ffjord.CNF.train_solve)
+  if train.adjoint == "recursive_checkpoint" and config.get("parallel") != "single":
+    raise ValueError(
+        f"cnf.train.adjoint='recursive_checkpoint' fails under parallel="
+        f"{config.get('parallel')!r} (diffrax #765: equinox's checkpointed loop rejects "
+        "shard_map/pmap sharding metadata); use parallel='single' or "
+        "cnf.train.adjoint='backsolve'")
+  return ffjord.CNF(model=model, data_shape=tuple(data_shape),
+                    time_length=float(section.get("time_length", 1.0)),
+                    num_levels=int(section.get("num_levels", 0)),
+                    train_solve=train,
+                    likelihood_solve=solves.get("likelihood", ffjord.CNF.likelihood_solve),
+                    sampler=ffjord.from_fields(ffjord.CNFSampler, fields_of(config.sampler),
+                                              "sampler"),
+                    num_classes=int(getattr(model, "num_classes", 0)))
+
+
+FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion, "cnf": build_cnf}
 # The config sections each family reads, besides the common ones.
 REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {"diffusion": ("formulation", "model",
-                                                               "sampler")}
+                                                               "sampler"),
+                                                 "cnf": ("model", "cnf", "sampler")}
 
 
 def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int):

@@ -1,6 +1,9 @@
 """Subprocess helper for tests/test_loop.py: trains the runlocal toy2d config in a workdir.
 
   python tests/train_worker.py WORKDIR NUM_STEPS CHECKPOINT_EVERY [KILL_AFTER_STEP [KILL_AT]]
+      [--config=NAME]
+
+NAME is a module of configs/ (default toy2d_edm), trained at its `runlocal` argument.
 
 With KILL_AFTER_STEP the process SIGKILLs itself right after the checkpoint of that step
 is committed; with KILL_AT as well, checkpoints are committed synchronously and the kill
@@ -10,6 +13,7 @@ past the checkpoint were logged: the resume must drop them).
 """
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -24,9 +28,11 @@ from genode import experiment as experiment_lib  # noqa: E402
 from genode import loop  # noqa: E402
 
 
-def resume_config(num_steps: int, checkpoint_every: int):
+def resume_config(num_steps: int, checkpoint_every: int, config_name: str = "toy2d_edm"):
   """The config that test_loop trains straight through and this worker in pieces."""
-  config = toy2d_edm.get_config("runlocal")
+  module = toy2d_edm if config_name == "toy2d_edm" else importlib.import_module(
+      f"configs.{config_name}")
+  config = module.get_config("runlocal")
   config.train.update(num_steps=num_steps, checkpoint_every=checkpoint_every, log_every=2,
                       sample_every=0, keep_checkpoints=10)
   return config
@@ -53,7 +59,8 @@ def persistent_compilation_cache(directory: str):
       jax.config.update(name, value)
 
 
-def main(workdir, num_steps, checkpoint_every, kill_after=None, kill_at=None):
+def main(workdir, num_steps, checkpoint_every, kill_after=None, kill_at=None,
+         config_name="toy2d_edm"):
   logging.set_verbosity(logging.INFO)
   if kill_after is not None:
     save = checkpoint.Checkpointer.save
@@ -75,8 +82,10 @@ def main(workdir, num_steps, checkpoint_every, kill_after=None, kill_at=None):
       return train_batch(self, step)
 
     experiment_lib.Experiment.train_batch = die_at
-  loop.train(resume_config(num_steps, checkpoint_every), workdir)
+  loop.train(resume_config(num_steps, checkpoint_every, config_name), workdir)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], *map(int, sys.argv[2:]))
+  names = [a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--config=")]
+  numbers = [int(a) for a in sys.argv[2:] if not a.startswith("--config=")]
+  main(sys.argv[1], *numbers, **({"config_name": names[0]} if names else {}))

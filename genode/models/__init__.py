@@ -5,8 +5,9 @@ it):
 
   model.apply(variables, x, noise_labels, class_labels=None, train=False, rngs=...) -> F
 
-with F the shape of x; x is (B, d) for `MLP` and (B, H, W, C) for `UNet`; noise_labels
-(B,) float (the formulation's c_noise); class_labels int (B,) or None (= the null
+with F the shape of x; x is (B, d) for `MLP`, (B, H, W, C) for `UNet`, either for
+`ConcatSquashMLP` (FFJORD's vector field f(x, t), noise_labels = t); noise_labels (B,)
+float (the formulation's c_noise); class_labels int (B,) or None (= the null
 class, unconditional). In training (`train=True`), dropout and label dropout draw from
 the rng stream "dropout". Names resolve to classes in `MODELS`, once, via `get_model`.
 """
@@ -19,18 +20,20 @@ import math
 import flax.linen as nn
 import jax
 
+from genode.models.concatsquash import ConcatSquashMLP
 from genode.models.embeddings import fourier_embedding, positional_embedding
 from genode.models.mlp import MLP
 from genode.models.unet import UNet
 
-__all__ = ["MLP", "UNet", "MODELS", "get_model", "count_params", "fourier_embedding",
-           "positional_embedding"]
+__all__ = ["MLP", "UNet", "ConcatSquashMLP", "MODELS", "get_model", "count_params",
+           "fourier_embedding", "positional_embedding"]
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet,
+                                      "concatsquash": ConcatSquashMLP}
 
 
 def get_model(name: str, **fields) -> nn.Module:
-  """The model `name` ("mlp" | "unet") with the given fields; ValueError lists valid ones."""
+  """The model `name` ("mlp" | "unet" | "concatsquash") with the given fields; ValueError lists valid ones."""
   try:
     cls = MODELS[name]
   except KeyError:
