@@ -165,3 +165,19 @@ def test_bad_input():
     _run(init=[80.0, 1.0, 0.002])
   with pytest.raises(ValueError, match="shape="):
     _run(shape=None)
+
+
+def test_quick_benchmark_rows(tmp_path):
+  from genode.benchmarks import schedules as bench
+
+  records, markdown = bench.schedule_benchmark(bench.QUICK, out_dir=str(tmp_path))
+  optimized = [r for r in records if r["grid"] == "optimized"]
+  assert len(optimized) == 1 and optimized[0]["nfe"] == 5
+  # The optimizer's held-out MSE (the Dopri5 tol-1e-10 reference) is the measured error².
+  np.testing.assert_allclose(optimized[0]["holdout_mse_after"], optimized[0]["rms_error"] ** 2,
+                             rtol=1e-4)
+  (row,) = bench.best_per_budget(records)
+  assert row["karras"]["solver"] == "lms_data" and row["ratio"] > 0
+  assert "optimized / Karras" in markdown and (tmp_path / "schedules.json").exists()
+  with pytest.raises(ValueError, match="valid problems"):
+    bench.schedule_benchmark(bench.ScheduleBenchmark(problems=("moons",)))

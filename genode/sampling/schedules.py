@@ -204,7 +204,7 @@ def _starting_noise(noise, holdout, shape, dtype):
 
 def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dpmpp_2m", *,
                     sigma_min: float, sigma_max: float, shape=None, holdout=None,
-                    reference: Callable | None = None, reference_tol: float = 1e-6,
+                    reference: Callable | tuple | None = None, reference_tol: float = 1e-6,
                     objective: str = "mse", feature_fn: Callable | None = None,
                     num_iterations: int = 200, learning_rate: float = 0.05,
                     batch_size: int | None = None, seed: int = 0, init="karras",
@@ -222,8 +222,9 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
     shape: (B, ...) of the training noises, when `noise` is a key.
     holdout: held-out noises: an array (H, ...); with an array `noise`, an int k holds out
       its last k rows; with a key, their number (default B).
-    reference: x_T (B, ...) → the exact x(σ_min) (e.g. a closed-form flow); default the
-      Dopri5 solve at rtol = atol = `reference_tol`. Computed once, before iterating.
+    reference: x_T (B, ...) → the exact x(σ_min) (e.g. a closed-form flow), or the
+      precomputed pair (x(σ_min) of the training noises, … of the held-out ones); default
+      the Dopri5 solve at rtol = atol = `reference_tol`. Computed once, before iterating.
     objective: one of `OBJECTIVES` (see the module docstring).
     feature_fn: compares feature_fn(x) (B, ...) → (B, F) instead of x.
     num_iterations: Adam steps (learning rate cosine-decayed from `learning_rate` to 0).
@@ -254,10 +255,18 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
   x_train, x_holdout = sigma_max * train_noise, sigma_max * holdout_noise
 
   start = time.perf_counter()
-  ref = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective,
-             tol=reference_tol, reference=reference)
-  target_train = reference_solve(denoiser, x_train, **ref)
-  target_holdout = reference_solve(denoiser, x_holdout, **ref)
+  if isinstance(reference, (tuple, list)):  # precomputed x(σ_min) of (train, holdout)
+    if len(reference) != 2 or any(jnp.shape(r) != x.shape for r, x in
+                                  zip(reference, (x_train, x_holdout))):
+      raise ValueError("A precomputed reference is (x(σ_min) of the training noises, "
+                       f"x(σ_min) of the held-out noises), shapes {x_train.shape} and "
+                       f"{x_holdout.shape}")
+    references = [lambda x, r=r: r for r in reference]
+  else:
+    references = [reference, reference]
+  ref = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective, tol=reference_tol)
+  target_train = reference_solve(denoiser, x_train, reference=references[0], **ref)
+  target_holdout = reference_solve(denoiser, x_holdout, reference=references[1], **ref)
   reference_seconds = time.perf_counter() - start
 
   start = time.perf_counter()
