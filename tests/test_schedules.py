@@ -99,7 +99,7 @@ def test_gradients_match_finite_differences(x64):
   logits = jnp.asarray(schedules.logits_from_grid(karras_sigmas(4, S_MIN, S_MAX)))
   target = schedules.reference_solve(ring.denoiser, x_t, sigma_min=S_MIN, sigma_max=S_MAX,
                                      tol=1e-8)
-  for solver in ("heun", "dpmpp_2m"):
+  for solver in ("heun", "dpmpp_2m", "lms_data"):
     def loss(theta, solver=solver):
       return schedules.schedule_loss(theta, ring.denoiser, x_t, target, solver,
                                      sigma_min=S_MIN, sigma_max=S_MAX)
@@ -114,10 +114,21 @@ def test_solve_on_grid_is_sample(x64):
   ring = GaussianMixture.ring()
   x_t = S_MAX * jax.random.normal(jax.random.key(1), (3, 2))
   grid = karras_sigmas(5, S_MIN, S_MAX)
-  for solver in ("dpmpp_3m", "heun"):
-    ours = schedules.solve_on_grid(ring.denoiser, x_t, jnp.asarray(grid), solver)
+  for solver in ("dpmpp_3m", "heun", "lms_data"):
+    ours = jax.jit(schedules.solve_on_grid, static_argnums=(0, 3))(
+        ring.denoiser, x_t, jnp.asarray(grid), solver)
     theirs, _ = sample(ring.denoiser, x_t, append_zero(grid), solver)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_lms_data_weights_are_the_numpy_ones(x64):
+  from genode.sampling import lms_data_coefficients
+
+  grid = np.asarray([80.0, 9.0, 1.5, 0.3, 0.04, 0.002])
+  decay, weights = lms_data_coefficients(grid, 3)
+  ours = schedules.lms_data_weights(jnp.asarray(grid), 3)
+  np.testing.assert_allclose(ours[0], decay, rtol=1e-14)
+  np.testing.assert_allclose(ours[1], weights, rtol=1e-12, atol=1e-14)
 
 
 def _run(denoiser=None, **kwargs):
@@ -154,8 +165,8 @@ def test_non_finite_gradient_names_the_iteration():
 
 
 def test_bad_input():
-  with pytest.raises(ValueError, match="lms_data.*coefficients.*valid solvers"):
-    schedules.optimize_sigmas(lambda x, s: x, 0, 4, "lms_data", sigma_min=S_MIN,
+  with pytest.raises(ValueError, match="'lms'.*coefficients.*valid solvers"):
+    schedules.optimize_sigmas(lambda x, s: x, 0, 4, "lms", sigma_min=S_MIN,
                               sigma_max=S_MAX, shape=(2, 1))
   with pytest.raises(ValueError, match="valid objectives"):
     _run(objective="kl")
