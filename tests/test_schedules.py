@@ -121,6 +121,24 @@ def test_solve_on_grid_is_sample(x64):
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
+def test_objectives_and_feature_map(x64):
+  gaussian = Gaussian.random(jax.random.key(2), 3)
+  x_t = S_MAX * jax.random.normal(jax.random.key(3), (5, 3))
+  grid = karras_sigmas(4, S_MIN, S_MAX)
+  at_min = schedules.solve_on_grid(gaussian.denoiser, x_t, jnp.asarray(grid), "euler",
+                                   "mse_at_sigma_min")
+  np.testing.assert_allclose(at_min, sample(gaussian.denoiser, x_t, grid, "euler")[0],
+                             rtol=1e-12)
+  logits = jnp.asarray(schedules.logits_from_grid(grid))
+  target = schedules.reference_solve(gaussian.denoiser, x_t, sigma_min=S_MIN, sigma_max=S_MAX,
+                                     reference=lambda x: gaussian.flow(x, S_MAX, S_MIN))
+  kwargs = dict(sigma_min=S_MIN, sigma_max=S_MAX)
+  plain = schedules.schedule_loss(logits, gaussian.denoiser, x_t, target, "euler", **kwargs)
+  doubled = schedules.schedule_loss(logits, gaussian.denoiser, x_t, target, "euler",
+                                    feature_fn=lambda x: 2 * x, **kwargs)
+  np.testing.assert_allclose(doubled, 4 * plain, rtol=1e-12)
+
+
 def test_lms_data_weights_are_the_numpy_ones(x64):
   from genode.sampling import lms_data_coefficients
 
