@@ -139,14 +139,29 @@ def test_objectives_and_feature_map(x64):
   np.testing.assert_allclose(doubled, 4 * plain, rtol=1e-12)
 
 
-def test_lms_data_weights_are_the_numpy_ones(x64):
-  from genode.sampling import lms_data_coefficients
+def test_traced_lms_data_coefficients_are_the_numpy_ones(x64):
+  from genode.ode.solvers import lms_data_coefficients, lms_data_coefficients_traced
 
-  grid = np.asarray([80.0, 9.0, 1.5, 0.3, 0.04, 0.002])
-  decay, weights = lms_data_coefficients(grid, 3)
-  ours = schedules.lms_data_weights(jnp.asarray(grid), 3)
-  np.testing.assert_allclose(ours[0], decay, rtol=1e-14)
-  np.testing.assert_allclose(ours[1], weights, rtol=1e-12, atol=1e-14)
+  for grid in ([80.0, 9.0, 1.5, 0.3, 0.04, 0.002], [80.0, 9.0, 1.5, 0.3, 0.04, 0.0]):
+    grid = np.asarray(grid)
+    decay, weights = lms_data_coefficients(grid, 3)
+    ours = jax.jit(lambda g: lms_data_coefficients_traced(g, 3))(jnp.asarray(grid))
+    np.testing.assert_allclose(ours[0], decay, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(ours[1], weights, rtol=1e-12, atol=1e-14)
+  # The gradient through a step to σ = 0 is finite (the safe `where`).
+  grad = jax.grad(lambda g: jnp.sum(lms_data_coefficients_traced(g, 3)[1]))(jnp.asarray(grid))
+  assert np.all(np.isfinite(grad))
+
+
+def test_lms_data_samples_on_a_traced_grid(x64):
+  gaussian = GaussianMixture.ring(4, 1.0, 0.3)
+  x_t = S_MAX * jax.random.normal(jax.random.key(1), (4, 2))
+  sigmas = append_zero(karras_sigmas(6, S_MIN, S_MAX))
+  concrete, _ = sample(gaussian.denoiser, x_t, sigmas, "lms_data")
+  traced = jax.jit(lambda s: sample(gaussian.denoiser, x_t, s, "lms_data")[0])(sigmas)
+  np.testing.assert_allclose(traced, concrete, rtol=1e-11, atol=1e-12)
+  with pytest.raises(ValueError, match="concrete grid"):
+    jax.jit(lambda s: sample(gaussian.denoiser, x_t, s, "lms")[0])(sigmas)
 
 
 def _run(denoiser=None, **kwargs):

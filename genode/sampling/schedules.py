@@ -20,11 +20,12 @@ against the reference, in data space after the final denoise ("mse", the default
 σ_min before it ("mse_at_sigma_min"), optionally of features `feature_fn(x)` of both (a
 feature network for images). Adam minimises its log (the same minimiser, better scaled).
 
-Solvers: the deterministic fixed-grid ones (`TRACED_SOLVERS`). `sample` takes a traced
-grid for all but `lms`/`lms_data`, whose coefficients it computes in NumPy; `lms_data` is
-solved here with the same `LinearMultistep` and its coefficients written in jnp
-(`lms_data_weights`, equal to `lms_data_coefficients` to float64 rounding), so its grid
-can be optimized too; `lms` (k-diffusion's, less accurate) is not supported.
+Solvers: the deterministic fixed-grid ones (`TRACED_SOLVERS`); the solve is `sample`'s
+(genode.ode's one `diffrax.diffeqsolve`, differentiated by diffrax's default
+`RecursiveCheckpointAdjoint`) on a traced grid. `lms_data` computes its coefficients
+from a traced grid in jnp (`genode.ode.solvers.lms_data_coefficients_traced`), so they
+are differentiated too; `lms` (k-diffusion's, whose coefficients are NumPy polynomials of
+a concrete grid) is not supported.
 """
 
 from __future__ import annotations
@@ -32,16 +33,14 @@ from __future__ import annotations
 import time
 from typing import Callable, NamedTuple
 
-import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from genode.sampling.grids import append_zero, check_sigmas, karras_sigmas, loglinear_sigmas
-from genode.sampling.sample import sample
-from genode.sampling.solvers import LinearMultistep
+from genode.sampling.methods import get_solver
+from genode.sampling.sampler import sample
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -116,58 +115,6 @@ def _initial_grid(init, num_steps: int, sigma_min: float, sigma_max: float,
 
 
 # ---------------------------------------------------------------------------
-# `lms_data` on a traced grid.
-# ---------------------------------------------------------------------------
-
-
-def lms_data_weights(positive, order: int = 4, num_nodes: int = 64):
-  """`lms_data_coefficients` in jnp (differentiable in the grid), steps between positive σ's.
-
-  positive (n,) strictly decreasing, > 0. Returns (decay (n − 1,), weights (n − 1, order)):
-  x_{i+1} = decay_i·x_i + Σ_j weights_ij·D_{i−j}, decay_i = σ_{i+1}/σ_i, weights_ij =
-  −σ_{i+1}·∫_{σ_i}^{σ_{i+1}} ℓ_j(τ)/τ² dτ (ℓ_j the Lagrange basis on σ_i, …, σ_{i−p+1},
-  p = min(i + 1, order)), by Gauss–Legendre in log τ as in `genode.sampling.solvers`.
-  """
-  if not isinstance(order, int) or order < 1:
-    raise ValueError(f"The multistep order must be a positive integer, got {order!r}")
-  gauss_x, gauss_w = np.polynomial.legendre.leggauss(num_nodes)
-  rows = []
-  for i in range(positive.shape[0] - 1):
-    log_a, log_b = jnp.log(positive[i]), jnp.log(positive[i + 1])
-    tau = jnp.exp(log_a + (log_b - log_a) * (gauss_x + 1) / 2)
-    quad_w = gauss_w * (log_b - log_a) / 2 / tau  # dτ/τ² = dv/τ, v = log τ
-    nodes = [positive[i - j] for j in range(min(i + 1, order))]
-    row = []
-    for j, node in enumerate(nodes):
-      basis = jnp.ones_like(tau)
-      for k, other in enumerate(nodes):
-        if k != j:
-          basis = basis * (tau - other) / (node - other)
-      row.append(-positive[i + 1] * jnp.sum(quad_w * basis))
-    rows.append(jnp.stack(row + [jnp.zeros((), positive.dtype)] * (order - len(row))))
-  return positive[1:] / positive[:-1], jnp.stack(rows)
-
-
-class _Denoised(eqx.Module):
-  """D(x; σ) with σ as the time: the term of `lms_data`."""
-
-  denoiser: Denoiser
-
-  def __call__(self, sigma, x, args):
-    return self.denoiser(x, sigma)
-
-
-def _lms_data_solve(denoiser: Denoiser, x_t, positive, order: int = 4):
-  """x(σ_min) by `lms_data` down the positive grid (n,), traceable."""
-  decay, weights = lms_data_weights(positive, order)
-  sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(_Denoised(denoiser)), LinearMultistep(decay, weights), t0=positive[0],
-      t1=positive[-1], dt0=None, y0=x_t, stepsize_controller=diffrax.StepTo(positive),
-      saveat=diffrax.SaveAt(t1=True), max_steps=positive.shape[0], throw=False)
-  return sol.ys[0]
-
-
-# ---------------------------------------------------------------------------
 # The objective.
 # ---------------------------------------------------------------------------
 
@@ -181,12 +128,7 @@ def solve_on_grid(denoiser: Denoiser, x_t, positive, solver: str, objective: str
   the state at σ_min. x_t (B, ...) is the start at σ_max.
   """
   x = x_t
-  if positive.shape[0] >= 2 and solver == "lms_data":
-    unknown = sorted(set(options) - {"order"})
-    if unknown:
-      raise ValueError(f"Unknown options {unknown} for solver 'lms_data'; its options: ['order']")
-    x = _lms_data_solve(denoiser, x_t, positive, **options)
-  elif positive.shape[0] >= 2:
+  if positive.shape[0] >= 2:
     x, _ = sample(denoiser, x_t, positive, solver, **options)
   if objective == "mse":
     x = denoiser(x, positive[-1])
@@ -384,7 +326,7 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
   init_logits = jnp.asarray(logits_from_grid(initial), dtype)
   return ScheduleResult(
       sigmas=sigmas, initial_sigmas=append_zero(initial), solver=solver, num_steps=num_steps,
-      nfe=2 * num_steps - 1 if solver == "heun" else num_steps,
+      nfe=get_solver(solver).nfe_per_step * (num_steps - 1) + 1,  # + the final step
       objective=objective,
       train_before=float(evaluate(init_logits, x_train, target_train)),
       train_after=float(evaluate(best, x_train, target_train)),
