@@ -44,6 +44,7 @@ from genode.sampling.sampler import sample
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
+OPTIMIZED_GRID = "optimized"  # the grid name of a stored optimized grid (genode.schedule_store)
 TRACED_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms_data")
 OBJECTIVES = ("mse", "mse_at_sigma_min")
 INITS = ("karras", "loglinear")
