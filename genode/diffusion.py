@@ -95,6 +95,7 @@ class SamplerSetting:
   grid: str = "karras"
   steps: int = 18
   tol: float | None = None
+  sigmas: tuple[float, ...] | None = None  # grid "optimized": the stored σ's (workdir's)
 
   @property
   def name(self) -> str:
@@ -107,8 +108,11 @@ class SamplerSetting:
     return {} if self.tol is None else {"rtol": self.tol, "atol": self.tol}
 
   def describe(self) -> dict:
-    return dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
-                steps=None if self.tol is not None else self.steps, tol=self.tol)
+    record = dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
+                  steps=None if self.tol is not None else self.steps, tol=self.tol)
+    if self.sigmas is not None:
+      record["sigmas"] = list(self.sigmas)
+    return record
 
 
 class Overrides(NamedTuple):
@@ -304,6 +308,9 @@ class Diffusion:
   def sampler_settings(self, eval_config) -> list[SamplerSetting]:
     """eval.solvers × eval.steps on eval.grid, then eval.adaptive_solvers × tolerances.
 
+    With eval.optimized_grids, each solver also gets the grid "optimized" at each step
+    count: the workdir's stored grid, which the evaluation fills in (`sigmas`) or skips.
+
     ValueError naming the valid choices for an unknown solver or grid.
     """
     adaptive = sorted(n for n, s in sampling.SOLVERS.items() if s.adaptive)
@@ -324,13 +331,20 @@ class Diffusion:
       raise ValueError(f"eval.steps must be >= 1, got {eval_config.steps}")
     fixed_settings = [SamplerSetting(s, eval_config.grid, int(n))
                       for s in eval_config.solvers for n in eval_config.steps]
+    if eval_config.get("optimized_grids", False):  # beside each solver's: its stored grids
+      fixed_settings = [setting for s in eval_config.solvers for setting in (
+          [SamplerSetting(s, eval_config.grid, int(n)) for n in eval_config.steps]
+          + [SamplerSetting(s, OPTIMIZED_GRID, int(n)) for n in eval_config.steps])]
     adaptive_settings = [SamplerSetting(s, tol=float(t))
                          for s in eval_config.adaptive_solvers for t in eval_config.tolerances]
     return fixed_settings + adaptive_settings
 
   def setting_sampler(self, setting: SamplerSetting, num: int) -> tuple[Callable, dict]:
     """(jitted `(params, key, labels) -> (x, info)` for `setting`, its σ range record)."""
-    sigmas = jnp.asarray(self.sampler_sigmas(grid=setting.grid, steps=setting.steps))
+    if setting.sigmas is not None:
+      sigmas = jnp.asarray(sampling.as_sigmas(setting.sigmas))
+    else:
+      sigmas = jnp.asarray(self.sampler_sigmas(grid=setting.grid, steps=setting.steps))
     fn = jax.jit(lambda p, key, labels: self.sample(
         p, key, num, solver=setting.solver, sigmas=sigmas, class_labels=labels,
         **setting.options))

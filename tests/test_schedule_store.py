@@ -112,3 +112,20 @@ def test_launchers_one_line_errors(trained):
   assert result.returncode == 1 and "error: Cannot optimize a grid for solver 'lms'" in (
       result.stderr)
   assert _files(workdir) == before
+
+
+def test_evaluate_adds_the_optimized_grid_beside_karras(trained):
+  from configs import eval as eval_config_lib  # pylint: disable=g-import-not-at-top
+  from genode.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  workdir, record = trained
+  config = eval_config_lib.get_config("runlocal")
+  config.update(solvers=("dpmpp_2m", "euler"), steps=(4,), adaptive_solvers=(),
+                metrics=("mmd",), num_samples=16, batch_size=16, optimized_grids=True)
+  records = evaluate.evaluate_workdir(workdir, config)
+  names = [r["name"] for r in records]
+  assert names == ["dpmpp_2m_karras4", "dpmpp_2m_optimized4", "euler_karras4"]  # euler: none
+  optimized = records[1]
+  assert optimized["sampler"]["grid"] == "optimized" and optimized["nfe"] == 4
+  assert optimized["sampler"]["sigmas"] == record["sigmas"]
+  with open(os.path.join(workdir, "eval", "4", "results.md")) as f:
+    assert "dpmpp_2m_optimized4" in f.read()
