@@ -4,7 +4,7 @@
   python -m launch.optimize_schedule --workdir=W --solver=heun --steps=6 --objective=feature
   python -m launch.optimize_schedule --problem=ring --solver=lms_data --steps=10 --out=/tmp/g.json
 
-The grid goes to <workdir>/schedules/<solver>_<steps>.json (see genode/schedule_store.py),
+The grid goes to <workdir>/schedules/<solver>_<steps>.json (see genode/schedule_store.py, genode/schedule_fit.py),
 which `launch.sample --grid=optimized` and `launch.evaluate` (eval.optimized_grids) load.
 Deterministic given --seed. Objectives: mse (data space, after the final denoise),
 mse_at_sigma_min, feature (the dataset's feature net: digits, mnist).
@@ -39,7 +39,7 @@ flags.mark_flag_as_required("steps")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from genode import schedule_store  # pylint: disable=g-import-not-at-top
+  from genode import schedule_fit  # pylint: disable=g-import-not-at-top
 
   kwargs = dict(objective=_OBJECTIVE.value, num_train=_NUM_TRAIN.value,
                 num_holdout=_NUM_HOLDOUT.value, seed=_SEED.value,
@@ -47,14 +47,14 @@ def main(argv):
                 batch_size=_BATCH.value)
   if (_WORKDIR.value is None) == (_PROBLEM.value is None):
     raise ValueError("Pass exactly one of --workdir (a trained run) and --problem "
-                     f"(a closed-form denoiser: {list(schedule_store.CLOSED_FORM)})")
+                     f"(a closed-form denoiser: {list(schedule_fit.CLOSED_FORM)})")
   if _PROBLEM.value is not None:
     if _OUT.value is None:
       raise ValueError("--problem needs --out=<file.json>")
-    record = schedule_store.optimize_closed_form(_PROBLEM.value, _SOLVER.value, _STEPS.value,
+    record = schedule_fit.optimize_closed_form(_PROBLEM.value, _SOLVER.value, _STEPS.value,
                                                  _OUT.value, **kwargs)
   else:
-    record = schedule_store.optimize_workdir(_WORKDIR.value, _SOLVER.value, _STEPS.value,
+    record = schedule_fit.optimize_workdir(_WORKDIR.value, _SOLVER.value, _STEPS.value,
                                              step=_STEP.value, params=_PARAMS.value,
                                              reference_tol=_TOL.value, **kwargs)
   print(json.dumps({k: v for k, v in record.items() if k != "initial_sigmas"}, indent=2))

@@ -10,6 +10,7 @@ import pytest
 
 from configs import toy2d_edm
 from genode import loop
+from genode import schedule_fit
 from genode import schedule_store
 from genode import workdir as workdir_lib
 
@@ -23,7 +24,7 @@ def trained(tmp_path_factory):
   config = toy2d_edm.get_config("runlocal")
   config.train.update(num_steps=4, checkpoint_every=2, sample_every=0, keep_checkpoints=10)
   loop.train(config, workdir)
-  record = schedule_store.optimize_workdir(workdir, "dpmpp_2m", 4, num_train=16,
+  record = schedule_fit.optimize_workdir(workdir, "dpmpp_2m", 4, num_train=16,
                                            num_holdout=8, num_iterations=3,
                                            reference_tol=1e-3)
   return workdir, record
@@ -85,9 +86,9 @@ def test_refusals_change_nothing(trained):
   with pytest.raises(ValueError, match="another formulation"):
     schedule_store.load_grid(workdir, "dpmpp_2m", 4, formulation="VP()")
   with pytest.raises(ValueError, match="valid solvers"):
-    schedule_store.optimize_workdir(workdir, "lms", 4)
+    schedule_fit.optimize_workdir(workdir, "lms", 4)
   with pytest.raises(ValueError, match="valid objectives"):
-    schedule_store.optimize_workdir(workdir, "euler", 4, objective="kl")
+    schedule_fit.optimize_workdir(workdir, "euler", 4, objective="kl")
   assert _files(workdir) == before
   forced = schedule_store.load_grid(workdir, "dpmpp_2m", 4, checkpoint_step=2, force=True)
   assert forced["checkpoint_step"] == 4
