@@ -4,6 +4,7 @@
   python -m launch.evaluate --workdir=/tmp/genode_main --step=1500 --params=raw \
       --eval.solvers="('heun',)" --eval.steps="(18,)" --eval.num_samples=1000
   python -m launch.evaluate --workdir=/tmp/genode/smoke --eval=configs/eval.py:runlocal
+  python -m launch.evaluate --workdir=W --eval.optimized_grids=True --eval.steps="(5, 10)"
 
 Fields:
 
@@ -16,6 +17,8 @@ Fields:
   grid_samples    samples drawn in each PNG
   solvers         fixed-grid solvers, each run at every entry of `steps` on `grid`
   grid, steps     the σ grid (karras | loglinear | uniform_t) and its step counts
+  optimized_grids also each solver on the workdir's optimized grid (launch.optimize_schedule)
+                  at each step count, where one is stored (others are skipped, saying so)
   adaptive_solvers  adaptive solvers (tsit5, dopri5), each run at every `tolerances`
                   entry (rtol = atol = tol); their NFE is what they used
   metrics         names (see METRICS in genode/evaluation/evaluate.py); () = the dataset's
@@ -41,6 +44,7 @@ def get_config(arg=None):
   config.solvers = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "lms", "lms_data")
   config.grid = "karras"
   config.steps = (5, 10, 18, 32)
+  config.optimized_grids = False
   config.adaptive_solvers = ("tsit5",)
   config.tolerances = (1e-2, 1e-3, 1e-4)
   config.metrics = ()

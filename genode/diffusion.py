@@ -34,6 +34,7 @@ from genode.formulations import Formulation
 from genode.losses import Objective, denoising_objective
 from genode.reflow import objectives as reflow_objectives
 from genode.reflow.rf_time import UniformTimeSigma
+from genode.sampling.schedules import OPTIMIZED_GRID
 
 COORDINATES = ("sigma", "native")
 
@@ -45,7 +46,9 @@ class SamplerSpec:
   solver: a name in `genode.sampling.SOLVERS`; options: its options (e.g. S_churn, rtol);
   grid, steps: a named σ grid (`genode.sampling.GRIDS`) with `steps` steps, or `sigmas`:
   an explicit strictly decreasing σ list (a final 0 = a last denoising step), which then
-  takes precedence; sigma_min/sigma_max: None = the formulation's; coordinates: "sigma"
+  takes precedence; grid "optimized": the workdir's stored grid for (solver, steps)
+  (`genode.schedule_store`, resolved by `genode.workdir.sample_workdir`);
+  sigma_min/sigma_max: None = the formulation's; coordinates: "sigma"
   (dx/dσ, s = 1) or "native" (the formulation's own ODE in its time t, EDM eq. 4).
   """
 
@@ -74,8 +77,9 @@ class SamplerSpec:
       raise ValueError(f"Solver {spec.solver!r} is defined in σ only; "
                        "sampler.coordinates='native' needs one that integrates a "
                        "formulation's own ODE")
-    if spec.grid not in sampling.GRIDS:
-      raise ValueError(f"Unknown grid {spec.grid!r}; valid grids: {list(sampling.GRIDS)}")
+    if spec.grid not in sampling.GRIDS and spec.grid != OPTIMIZED_GRID:
+      raise ValueError(f"Unknown grid {spec.grid!r}; valid grids: "
+                       f"{list(sampling.GRIDS) + [OPTIMIZED_GRID]}")
     if spec.coordinates not in COORDINATES:
       raise ValueError(f"Unknown sampler.coordinates {spec.coordinates!r}; valid: "
                        f"{list(COORDINATES)}")
@@ -91,6 +95,7 @@ class SamplerSetting:
   grid: str = "karras"
   steps: int = 18
   tol: float | None = None
+  sigmas: tuple[float, ...] | None = None  # grid "optimized": the stored σ's (workdir's)
 
   @property
   def name(self) -> str:
@@ -103,8 +108,11 @@ class SamplerSetting:
     return {} if self.tol is None else {"rtol": self.tol, "atol": self.tol}
 
   def describe(self) -> dict:
-    return dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
-                steps=None if self.tol is not None else self.steps, tol=self.tol)
+    record = dict(solver=self.solver, grid=None if self.tol is not None else self.grid,
+                  steps=None if self.tol is not None else self.steps, tol=self.tol)
+    if self.sigmas is not None:
+      record["sigmas"] = list(self.sigmas)
+    return record
 
 
 class Overrides(NamedTuple):
@@ -218,6 +226,10 @@ class Diffusion:
       return sampling.as_sigmas(spec.sigmas)
     lo, hi = self.sigma_range
     pick = lambda value, default: default if value is None else value
+    if pick(grid, spec.grid) == OPTIMIZED_GRID:
+      raise ValueError("The 'optimized' grid is stored in a workdir (launch.optimize_schedule):"
+                       " sample it through the workdir (launch.sample --workdir=... "
+                       "--grid=optimized), or give its σ's as sampler.sigmas")
     return sampling.get_sigmas(pick(grid, spec.grid), pick(steps, spec.steps),
                                pick(sigma_min, lo), pick(sigma_max, hi),
                                formulation=self.formulation)
@@ -261,12 +273,17 @@ class Diffusion:
     spec = self.sampler
     if solver is not None:
       sampling.get_solver(solver)
-    if grid is not None and grid not in sampling.GRIDS:
-      raise ValueError(f"Unknown grid {grid!r}; valid grids: {list(sampling.GRIDS)}")
+    if grid is not None and grid not in sampling.GRIDS and grid != OPTIMIZED_GRID:
+      raise ValueError(f"Unknown grid {grid!r}; valid grids: "
+                       f"{list(sampling.GRIDS) + [OPTIMIZED_GRID]}")
     solver_name = solver or spec.solver
     if solver is None:
       options = {**dict(spec.options), **options}
-    if sigmas is not None:
+    if grid == OPTIMIZED_GRID and sigmas is not None:  # a stored grid, resolved by the workdir
+      sigmas = sampling.as_sigmas(sigmas)
+      steps = len(sigmas) - 1
+      label = f"{solver_name}_{OPTIMIZED_GRID}{steps}"
+    elif sigmas is not None:
       sigmas = sampling.as_sigmas(sigmas)
       label, grid, steps = f"{solver_name}_sigmas{len(sigmas) - 1}", "explicit", None
     else:
@@ -291,6 +308,9 @@ class Diffusion:
   def sampler_settings(self, eval_config) -> list[SamplerSetting]:
     """eval.solvers × eval.steps on eval.grid, then eval.adaptive_solvers × tolerances.
 
+    With eval.optimized_grids, each solver also gets the grid "optimized" at each step
+    count: the workdir's stored grid, which the evaluation fills in (`sigmas`) or skips.
+
     ValueError naming the valid choices for an unknown solver or grid.
     """
     adaptive = sorted(n for n, s in sampling.SOLVERS.items() if s.adaptive)
@@ -311,13 +331,20 @@ class Diffusion:
       raise ValueError(f"eval.steps must be >= 1, got {eval_config.steps}")
     fixed_settings = [SamplerSetting(s, eval_config.grid, int(n))
                       for s in eval_config.solvers for n in eval_config.steps]
+    if eval_config.get("optimized_grids", False):  # beside each solver's: its stored grids
+      fixed_settings = [setting for s in eval_config.solvers for setting in (
+          [SamplerSetting(s, eval_config.grid, int(n)) for n in eval_config.steps]
+          + [SamplerSetting(s, OPTIMIZED_GRID, int(n)) for n in eval_config.steps])]
     adaptive_settings = [SamplerSetting(s, tol=float(t))
                          for s in eval_config.adaptive_solvers for t in eval_config.tolerances]
     return fixed_settings + adaptive_settings
 
   def setting_sampler(self, setting: SamplerSetting, num: int) -> tuple[Callable, dict]:
     """(jitted `(params, key, labels) -> (x, info)` for `setting`, its σ range record)."""
-    sigmas = jnp.asarray(self.sampler_sigmas(grid=setting.grid, steps=setting.steps))
+    if setting.sigmas is not None:
+      sigmas = jnp.asarray(sampling.as_sigmas(setting.sigmas))
+    else:
+      sigmas = jnp.asarray(self.sampler_sigmas(grid=setting.grid, steps=setting.steps))
     fn = jax.jit(lambda p, key, labels: self.sample(
         p, key, num, solver=setting.solver, sigmas=sigmas, class_labels=labels,
         **setting.options))

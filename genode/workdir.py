@@ -345,11 +345,14 @@ PARAMS = ("ema", "raw")
 
 def sample_workdir(workdir: str, *, step: int | None = None, params: str = "ema",
                    num_samples: int | None = None, seed: int = 0, out: str | None = None,
-                   **sampler) -> dict:
+                   force: bool = False, **sampler) -> dict:
   """Samples a trained workdir's checkpoint; writes `<out>.png` (a grid) and `<out>.npz`.
 
   `sampler` overrides the family's sampler (diffusion: solver, grid, steps, sigmas,
   guidance_scale, and the solver's options); unset ones come from the workdir's config.
+  grid "optimized" (an override or the config's) is the workdir's stored grid for the
+  solver and steps (`genode.schedule_store.load_grid`; `force` takes one fitted to another
+  checkpoint step or formulation).
   `params` is "ema" or "raw"; `out` defaults to `<workdir>/samples/<step>_<params>_<…>`.
   Names are checked (ValueError listing valid ones) before anything is restored or
   compiled. Returns a record: paths, step, sampler settings, NFE, finite.
@@ -358,6 +361,7 @@ def sample_workdir(workdir: str, *, step: int | None = None, params: str = "ema"
     raise ValueError(f"Unknown params {params!r}; valid: {list(PARAMS)}")
   experiment = open_experiment(workdir)
   family = experiment.family
+  sampler = resolve_optimized_grid(workdir, family, sampler, step, force=force)
   settings = family.sampler_overrides(**sampler)  # unknown names → ValueError
   num_samples = num_samples or experiment.config.sampler.num_samples
   run = family.make_sampler(num_samples, **settings.kwargs)
@@ -376,6 +380,35 @@ def sample_workdir(workdir: str, *, step: int | None = None, params: str = "ema"
   return dict(png=out + ".png", npz=out + ".npz", step=restored.step, params=params,
               **settings.record, num_samples=num_samples, seed=seed, nfe=int(info.nfe),
               finite=bool(info.finite))
+
+
+def resolve_optimized_grid(workdir: str, family, sampler: dict, step: int | None = None, *,
+                           force: bool = False) -> dict:
+  """`sampler` overrides with grid "optimized" resolved to the workdir's stored σ's.
+
+  The grid is "optimized" if asked for, or if the config's is and no other grid or σ's
+  are asked for. ValueError (one line) for a missing grid (listing the stored ones), or
+  one fitted to another checkpoint step or formulation unless `force`.
+  """
+  from genode import schedule_store  # pylint: disable=g-import-not-at-top
+  spec = getattr(family, "sampler", None)
+  if spec is None:
+    return sampler
+  asked = sampler.get("grid")
+  if asked is None and sampler.get("sigmas") is None and (
+      spec.sigmas is None or sampler.get("steps") is not None):
+    asked = spec.grid
+  if asked != schedule_store.OPTIMIZED:
+    return sampler
+  if sampler.get("sigmas") is not None:
+    raise ValueError("Pass either --grid=optimized or --sigmas, not both")
+  solver = sampler.get("solver") or spec.solver
+  steps = sampler.get("steps") or spec.steps
+  record = schedule_store.load_grid(
+      workdir, solver, steps, checkpoint_step=schedule_store.resolve_checkpoint_step(
+          workdir, step), formulation=schedule_store.formulation_record(family), force=force)
+  return dict(sampler, solver=solver, grid=schedule_store.OPTIMIZED, steps=None,
+              sigmas=record["sigmas"])
 
 
 def _write_json(path: str, value) -> None:

@@ -3,6 +3,7 @@
   python -m launch.sample --workdir=/tmp/genode_main
   python -m launch.sample --workdir=/tmp/genode_main --step=1500 --params=raw \
       --solver=heun --grid=karras --steps=18 --num_samples=64 --seed=0 --out=/tmp/samples
+  python -m launch.sample --workdir=/tmp/genode_main --solver=dpmpp_2m --steps=5 --grid=optimized
 
 Unset sampler flags take the workdir config's `sampler` values.
 """
@@ -18,13 +19,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.tra
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest readable).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _SOLVER = flags.DEFINE_string("solver", None, "Sampler (genode.sampling.SOLVERS).")
-_GRID = flags.DEFINE_string("grid", None, "σ grid (genode.sampling.GRIDS).")
+_GRID = flags.DEFINE_string("grid", None, "σ grid (genode.sampling.GRIDS), or 'optimized': "
+                            "the workdir's (launch.optimize_schedule) for --solver/--steps.")
 _SIGMAS = flags.DEFINE_list("sigmas", None, "An explicit σ grid, e.g. 80,10,1,0.1,0 "
                             "(instead of --grid/--steps).")
 _STEPS = flags.DEFINE_integer("steps", None, "Number of grid steps.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "How many samples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance weight.")
+_FORCE = flags.DEFINE_bool("force", False, "--grid=optimized: use a grid fitted to another "
+                           "checkpoint step or formulation.")
 _OUT = flags.DEFINE_string("out", None, "Output path without extension (.png and .npz).")
 flags.mark_flag_as_required("workdir")
 
@@ -38,7 +42,8 @@ def main(argv):
   record = sample_workdir(_WORKDIR.value, step=_STEP.value, params=_PARAMS.value,
                           solver=_SOLVER.value, grid=_GRID.value, steps=_STEPS.value,
                           sigmas=sigmas, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
-                          guidance_scale=_GUIDANCE.value, out=_OUT.value)
+                          guidance_scale=_GUIDANCE.value, out=_OUT.value,
+                          force=_FORCE.value)
   print(json.dumps(record, indent=2))
 
 

@@ -111,3 +111,7 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert timing["max_abs_diff"] <= 1e-4 * max(1.0, timing["output_scale"])
   assert "best k-diffusion" in markdown and "genode `heun` vs k-diffusion" in markdown
   assert "diffrax vs `lax.scan`" in markdown
+  # The optimized-grid rows come after the accuracy and speed tables, which they leave alone.
+  assert markdown.index("## Optimized σ grids vs Karras") > markdown.index("diffrax vs `lax.scan`")
+  grids = {r["grid"] for r in results["schedules"]["records"]}
+  assert grids == {"karras", "optimized"} and results["schedules"]["best_per_budget"]

@@ -217,8 +217,8 @@ def test_lms_coefficients_are_exact_and_need_a_concrete_grid(x64):
     cubic = sum(c[i, j] * sigmas[i - j] ** 3 for j in range(4))
     np.testing.assert_allclose(cubic, (sigmas[i + 1] ** 4 - sigmas[i] ** 4) / 4, rtol=1e-10)
   assert np.all(c[0, 1:] == 0) and np.all(c[1, 2:] == 0)
-  with pytest.raises(ValueError, match="concrete grid"):
-    jax.jit(lambda s: sampling.sample(lambda x, _: x, jnp.ones((2, 2)), s, "lms_data"))(
+  with pytest.raises(ValueError, match="concrete grid"):  # (lms_data: tests/test_schedules.py)
+    jax.jit(lambda s: sampling.sample(lambda x, _: x, jnp.ones((2, 2)), s, "lms"))(
         jnp.asarray(sigmas))
 
 

@@ -19,6 +19,10 @@
    both jitted, timed interleaved after warm-up: the ratios of the median wall times,
    of the minima and of the median process CPU times (steadier on a shared machine),
    and the max |Δ| of the outputs.
+3. Optimized σ grids (`genode.benchmarks.schedules`): on the same two problems, each
+   traced solver's grid fitted by `optimize_sigmas` on one set of starting noises and
+   measured on another, against the best solver on Karras (the section after 1–2; the
+   tables of 1–2 are unchanged).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 
 from genode.benchmarks import kdiffusion_reference as kdiff
 from genode.benchmarks import report
+from genode.benchmarks import schedules as schedules_bench
 from genode.denoiser import precondition
 from genode.formulations import EDM
 from genode.gaussians import Gaussian, GaussianMixture
@@ -87,8 +92,12 @@ def run(out_dir: str, quick: bool = False) -> dict:
     accuracy = [_accuracy(problem, bench) for problem in _problems(bench)]
   results = {"config": dataclasses.asdict(bench), "quick": quick, "accuracy": accuracy,
              "timing": _timing(bench)}
-  results["paths"] = report.write_report(out_dir, "sampling", results,
-                                         to_markdown(results))._asdict()
+  schedule_bench = schedules_bench.QUICK if quick else schedules_bench.ScheduleBenchmark()
+  records, schedule_markdown = schedules_bench.schedule_benchmark(schedule_bench)
+  results["schedules"] = {"config": dataclasses.asdict(schedule_bench), "records": records,
+                          "best_per_budget": schedules_bench.best_per_budget(records)}
+  markdown = to_markdown(results) + "\n" + schedule_markdown.replace("# ", "## ", 1)
+  results["paths"] = report.write_report(out_dir, "sampling", results, markdown)._asdict()
   return results
 
 

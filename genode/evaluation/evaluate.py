@@ -140,20 +140,48 @@ def evaluate_workdir(workdir: str, eval_config: ml_collections.ConfigDict,
   weights = workdir_lib.select_params(restored.state, params)
   name = str(restored.step) if params == "ema" else f"{restored.step}-raw"
   out_dir = os.path.join(workdir, "eval", name)
+  family = restored.experiment.family
+  settings = stored_grid_settings(workdir, family, family.sampler_settings(eval_config),
+                                  restored.step)
   return evaluate_experiment(restored.experiment, weights, eval_config, out_dir,
                              extra=dict(workdir=os.path.abspath(workdir), step=restored.step,
-                                        params=params))
+                                        params=params), settings=settings)
+
+
+def stored_grid_settings(workdir: str, family, settings: list, step: int) -> list:
+  """Settings with grid "optimized" given the workdir's stored σ's for their checkpoint
+  `step`; those without a stored grid (or fitted to another step) are left out, saying so."""
+  from genode import schedule_store  # pylint: disable=g-import-not-at-top
+  out = []
+  for setting in settings:
+    if getattr(setting, "grid", None) != schedule_store.OPTIMIZED or setting.tol is not None:
+      out.append(setting)
+      continue
+    try:
+      record = schedule_store.load_grid(workdir, setting.solver, setting.steps,
+                                        checkpoint_step=step,
+                                        formulation=schedule_store.formulation_record(family))
+    except ValueError as e:
+      logging.warning("Skipped %s: %s", setting.name, e)
+      continue
+    out.append(dataclasses.replace(setting, sigmas=tuple(float(x) for x in record["sigmas"])))
+  return out
 
 
 def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigDict,
-                        out_dir: str, extra: dict | None = None) -> list[dict]:
+                        out_dir: str, extra: dict | None = None,
+                        settings: list | None = None) -> list[dict]:
   """Evaluates `weights` of an `Experiment` with every sampler setting; writes `out_dir`.
 
+  `settings`: the family's for `eval_config` (default), or these (e.g. with stored grids).
   Returns one record per sampler setting, then the likelihood record (if "nll" is asked).
   """
   experiment, couplings = reflow_eval.reference_experiment(experiment)  # the real data
   family, dataset = experiment.family, experiment.dataset
-  settings = check_eval_config(eval_config, family=family)
+  checked = check_eval_config(eval_config, family=family)
+  settings = checked if settings is None else settings
+  settings = [s for s in settings if getattr(s, "grid", None) != "optimized"
+              or getattr(s, "sigmas", None) is not None]  # stored grids need their workdir
   metrics = resolve_metrics(eval_config, dataset)
   num = _num_samples(eval_config, dataset)
   base = dict(extra or {}, dataset=getattr(dataset, "name", "?"), seed=int(eval_config.seed),

@@ -78,11 +78,14 @@ def plot_quality_vs_nfe(records: list[dict], path: str, metric: str | None = Non
   by_solver: dict[str, list[tuple[float, float]]] = {}
   for r in records:
     if r.get("kind") == "samples" and r["metrics"].get(metric) is not None:
-      by_solver.setdefault(r["sampler"]["solver"], []).append((r["nfe"], r["metrics"][metric]))
+      line = r["sampler"]["solver"] + (" (optimized)" if r["sampler"].get("grid") ==
+                                       "optimized" else "")
+      by_solver.setdefault(line, []).append((r["nfe"], r["metrics"][metric]))
   fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
   for solver, points in sorted(by_solver.items()):
     nfe, value = np.array(sorted(points)).T
-    ax.plot(nfe, value, marker="o", label=solver)
+    ax.plot(nfe, value, marker="o", label=solver,
+            linestyle="--" if solver.endswith("(optimized)") else "-")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("NFE")

@@ -102,6 +102,10 @@ def lms_data_coefficients(sigmas: np.ndarray, options):
   return solvers.lms_data_coefficients(sigmas, options.order)
 
 
+def lms_data_coefficients_traced(sigmas, options):
+  return solvers.lms_data_coefficients_traced(sigmas, options.order)
+
+
 def linear_multistep(term: type):
   """`LinearMultistep` in σ over the whole grid, a final 0 included (1 NFE/step)."""
 

@@ -266,6 +266,38 @@ def lms_data_coefficients(sigmas, order: int = 4, num_nodes: int = 64):
   return decay, weights
 
 
+def lms_data_coefficients_traced(sigmas, order: int = 4, num_nodes: int = 64):
+  """`lms_data_coefficients` in jnp: differentiable in a (traced) grid (M,), same values.
+
+  The same Gauss–Legendre sums (equal to the NumPy ones to float64 rounding); a step to
+  σ = 0 (only the last one can be) is again decay 0, weight 1 on D_i, selected with
+  `jnp.where` on a safe dummy σ so that its gradient stays finite.
+  """
+  if not isinstance(order, int) or order < 1:
+    raise ValueError(f"The multistep order must be a positive integer, got {order!r}")
+  gauss_x, gauss_w = np.polynomial.legendre.leggauss(num_nodes)
+  decays, rows = [], []
+  for i in range(sigmas.shape[0] - 1):
+    to_zero = sigmas[i + 1] == 0
+    sigma_next = jnp.where(to_zero, sigmas[i] / 2, sigmas[i + 1])
+    log_a, log_b = jnp.log(sigmas[i]), jnp.log(sigma_next)
+    tau = jnp.exp(log_a + (log_b - log_a) * (gauss_x + 1) / 2)
+    quad_w = gauss_w * (log_b - log_a) / 2 / tau  # dτ/τ² = dv/τ, v = log τ
+    nodes = [sigmas[i - j] for j in range(min(i + 1, order))]
+    row = []
+    for j, node in enumerate(nodes):
+      basis = jnp.ones_like(tau)
+      for k, other in enumerate(nodes):
+        if k != j:
+          basis = basis * (tau - other) / (node - other)
+      row.append(-sigma_next * jnp.sum(quad_w * basis))
+    row = jnp.stack(row + [jnp.zeros((), sigmas.dtype)] * (order - len(row)))
+    first = jnp.zeros((order,), sigmas.dtype).at[0].set(1)
+    rows.append(jnp.where(to_zero, first, row))
+    decays.append(jnp.where(to_zero, 0.0, sigma_next / sigmas[i]))
+  return jnp.stack(decays), jnp.stack(rows)
+
+
 class _LMSState(NamedTuple):
   history: jax.Array  # (order, ...) g_i, g_{i−1}, …, newest first
   count: jax.Array  # steps taken so far

@@ -21,8 +21,9 @@ variant: see `genode.ode.solvers.DPMSolverPP3M`. `lms` is k-diffusion's `sample_
 linear multistep of order `order` in σ on d = (x − D)/σ; `lms_data` is linear multistep
 on the data prediction D, polynomial in σ, with the linear part integrated exactly (see
 `genode.ode.solvers.lms_data_coefficients`): the most accurate here at 5–32 NFE on the
-benchmark's ring. Both compute their coefficients once from the grid (`prepare`): they
-need a concrete (non-traced) grid.)
+benchmark's ring. Both compute their coefficients once from the grid (`prepare`), in
+NumPy; `lms_data` also from a traced grid, in jnp (`prepare_traced`), so its grid can be
+differentiated (`genode.sampling.schedules`); `lms` needs a concrete grid.)
 
 The final step to σ = 0, when the grid ends at 0, is x = D(x; σ_last) for every solver
 except `lms` and `lms_data` (which take their multistep step to 0, as k-diffusion
@@ -96,7 +97,9 @@ class Solver:
   trajectory, Counts)` over a positive grid (`genode.ode.samplers.GridProblem`);
   `final_step(problem, x, options) -> x̄ at σ = 0` (1 NFE), or None if `integrate` steps
   to the grid's 0 itself; `prepare(concrete grid (M,) float64, options) -> arrays`
-  (`problem.prepared`), for solvers that need a concrete grid.
+  (`problem.prepared`), for solvers whose coefficients depend on the grid;
+  `prepare_traced(traced grid (M,), options) -> the same arrays` in jnp, where they can
+  be differentiated in the grid (None: such a solver needs a concrete grid).
   """
 
   name: str
@@ -108,6 +111,7 @@ class Solver:
   integrate: Callable = dataclasses.field(repr=False)
   final_step: Callable | None = dataclasses.field(default=routes.final_denoise, repr=False)
   prepare: Callable | None = dataclasses.field(default=None, repr=False)
+  prepare_traced: Callable | None = dataclasses.field(default=None, repr=False)
 
   def parse_options(self, options: dict):
     """`options_type(**options)`; ValueError naming the unknown ones and the valid ones."""
@@ -145,7 +149,8 @@ SOLVERS: dict[str, Solver] = {s.name: s for s in (
            prepare=routes.lms_coefficients),
     Solver(name="lms_data", nfe_per_step=1, options_type=LMSOptions,
            integrate=routes.linear_multistep(terms.Denoised), final_step=None,
-           prepare=routes.lms_data_coefficients),
+           prepare=routes.lms_data_coefficients,
+           prepare_traced=routes.lms_data_coefficients_traced),
     _runge_kutta("tsit5"),
     _runge_kutta("dopri5"),
     Solver(name="edm_stochastic", nfe_per_step=2, stochastic=True, options_type=ChurnOptions,

@@ -103,11 +103,13 @@ def _prepare(denoiser, x, sigmas, solver, key, formulation, options):
   grids.check_sigmas(sigmas)
   prepared = None
   if isinstance(sigmas, jax.core.Tracer):
-    if method.prepare is not None:
+    if method.prepare is not None and method.prepare_traced is None:
       raise ValueError(f"Solver {method.name!r} computes its coefficients from the grid "
                        "once, in NumPy: pass a concrete grid (a NumPy array, e.g. from "
                        "get_sigmas), not a traced one (make the grid a static argument of "
                        "your jit).")
+    if method.prepare_traced is not None:
+      prepared = method.prepare_traced(jnp.asarray(sigmas, x.dtype), opts)
     ends_at_zero = None  # decided at run time
   else:
     sigmas = np.asarray(sigmas)
