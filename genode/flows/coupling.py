@@ -4,8 +4,11 @@ With a binary mask m (1 = conditioning half, passed through):
 
   y = m ⊙ x + (1 − m) ⊙ g(x; NN(m ⊙ x)),   log|det J| = Σ (1 − m) ⊙ log|g'|,
 
-which has a triangular Jacobian. The inverse uses that m ⊙ y = m ⊙ x. For images the
-conditioner also sees the mask as an extra channel (official RealNVP code).
+which has a triangular Jacobian. The inverse uses that m ⊙ y = m ⊙ x. Checkerboard
+couplings are computed with the mask (the conditioner also sees it as an extra channel,
+as the official RealNVP code); channel and alternating masks split the last axis, so the
+conditioner takes only the passed-through half and outputs only the transformed half's
+parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genode.flows.base import Bijector, sum_per_sample
 from genode.flows.conditioners import ConvConditioner, MLPConditioner
@@ -42,20 +46,35 @@ class Coupling(Bijector):
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
     if x.ndim not in (2, 4):
       raise ValueError(f"Coupling expects (B, d) or (B, H, W, C) inputs, got shape {x.shape}")
-    mask = jnp.asarray(make_mask(self.mask, x.shape[1:], self.parity), x.dtype)
+    mask = make_mask(self.mask, x.shape[1:], self.parity)
+    extra = self.transform.extra_params(self)
+    if self.mask == "checkerboard":
+      return self._masked(x, jnp.asarray(mask, x.dtype), extra, inverse)
+    # Channel and alternating masks split the last axis: the conditioner sees the
+    # passed-through entries only and outputs parameters for the others (NICE eq. 4).
+    last_axis = mask.reshape(-1, mask.shape[-1])[0]
+    passed, changed = np.nonzero(last_axis)[0], np.nonzero(1.0 - last_axis)[0]
+    h = self._conditioner(x[..., passed], len(changed))
+    y_changed, log_det = self.transform(x[..., changed], h, extra, inverse)
+    return x.at[..., changed].set(y_changed), sum_per_sample(log_det)
+
+  def _conditioner(self, inputs: jax.Array, num_outputs: int) -> jax.Array:
+    """NN(inputs) reshaped to (..., num_outputs, P) parameters of the transform."""
     num_params = self.transform.params_per_element
     zero_init = self.transform.zero_init_conditioner
-    extra = self.transform.extra_params(self)
-    conditioning = x * mask
-    if x.ndim == 2:
-      h = MLPConditioner(self.hidden, self.num_hidden_layers, x.shape[-1] * num_params,
-                         zero_init, name="conditioner")(conditioning)
+    if inputs.ndim == 2:
+      h = MLPConditioner(self.hidden, self.num_hidden_layers, num_outputs * num_params,
+                         zero_init, name="conditioner")(inputs)
     else:
-      inputs = jnp.concatenate(
-          [conditioning, jnp.broadcast_to(mask[..., :1], x.shape[:-1] + (1,))], axis=-1)
-      h = ConvConditioner(self.hidden, x.shape[-1] * num_params, zero_init,
+      h = ConvConditioner(self.hidden, num_outputs * num_params, zero_init,
                           name="conditioner")(inputs)
-    h = h.reshape(x.shape + (num_params,))
+    return h.reshape(inputs.shape[:-1] + (num_outputs, num_params))
+
+  def _masked(self, x, mask, extra, inverse):
+    """y = m ⊙ x + (1 − m) ⊙ g(x; NN(m ⊙ x, m)) (RealNVP eq. 9), the mask as a channel."""
+    inputs = jnp.concatenate(
+        [x * mask, jnp.broadcast_to(mask[..., :1], x.shape[:-1] + (1,))], axis=-1)
+    h = self._conditioner(inputs, x.shape[-1])
     transformed, log_det = self.transform(x, h, extra, inverse)
     y = mask * x + (1.0 - mask) * transformed
     return y, sum_per_sample((1.0 - mask) * log_det)
