@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from genode.flows import (ActNorm, Coupling, Homothety, Invertible1x1Conv,
-                          Invertible1x1ConvLU, LogitTransform, Squeeze, make_transform,
-                          rational_quadratic_spline, squeeze, unsqueeze)
+                          Invertible1x1ConvLU, LogitTransform, Squeeze, checkerboard_mask,
+                          make_transform, rational_quadratic_spline, squeeze, unsqueeze)
 from genode.flows.conv1x1 import assemble_lu_kernel
 
 
@@ -164,10 +164,12 @@ def test_squeeze_round_trip_and_layout():
 
 
 def test_bad_inputs():
-  with pytest.raises(ValueError, match=r"checkerboard mask needs an image input.*\(6,\)"):
+  with pytest.raises(ValueError, match=r"Coupling\(mask='checkerboard'\) needs an image input \(B, H, W, C\), got shape \(2, 6\)"):
     layer = Coupling("checkerboard", 0, make_transform("affine_sigmoid"))
     layer.init(jax.random.key(0), jnp.zeros((2, 6)), method="forward")
   with pytest.raises(ValueError, match=r"squeeze: cannot squeeze an input of shape \(1, 5, 4, 1\)"):
     squeeze(jnp.zeros((1, 5, 4, 1)))
+  with pytest.raises(ValueError, match=r"checkerboard mask needs an image input.*\(6,\)"):
+    checkerboard_mask((6,), 0)
   with pytest.raises(ValueError, match="Unknown coupling transform 'affine'"):
     make_transform("affine")

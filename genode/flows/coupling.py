@@ -46,6 +46,9 @@ class Coupling(Bijector):
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
     if x.ndim not in (2, 4):
       raise ValueError(f"Coupling expects (B, d) or (B, H, W, C) inputs, got shape {x.shape}")
+    if self.mask == "checkerboard" and x.ndim != 4:
+      raise ValueError(f"Coupling(mask='checkerboard') needs an image input (B, H, W, C), "
+                       f"got shape {x.shape}; use mask='alternate' for vectors")
     mask = make_mask(self.mask, x.shape[1:], self.parity)
     extra = self.transform.extra_params(self)
     if self.mask == "checkerboard":
