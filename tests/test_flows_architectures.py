@@ -21,6 +21,8 @@ ARCHITECTURES = {
                                              num_bins=3, num_scales=1)),
     "realnvp_vector": ("realnvp", dict(data_shape=(2,), hidden=8, num_vector_couplings=4)),
     "glow_image": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=2, num_steps=2)),
+    "glow_image_logit": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=1, num_steps=1,
+                                      logit_alpha=0.05)),
     "glow_image_plain_additive": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=1,
                                                num_steps=2, lu=False, coupling="additive")),
     "glow_image_spline": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=1,

@@ -211,7 +211,9 @@ class Glow(Flow):
   standard-normal prior). H and W must be divisible by 2**num_levels.
   Vectors (B, d): num_levels·num_steps steps, no squeeze, MLP conditioner with
   alternating masks.
-  Paper CIFAR-10: L = 3, K = 32, width 512, affine.
+  Paper CIFAR-10: L = 3, K = 32, width 512, affine. `logit_alpha` optionally puts
+  RealNVP's logit preprocessing in front (the Glow paper cites it; openai/glow does not
+  use it), with its log-det in log_prob.
   """
 
   data_shape: tuple[int, ...]
@@ -223,6 +225,7 @@ class Glow(Flow):
   num_bins: int = 8
   spline_bound: float = 3.0
   num_hidden_layers: int = 2
+  logit_alpha: float | None = None
   prior: str = "normal"
 
   def _step(self, name: str, index: int, vector: bool):
@@ -252,9 +255,13 @@ class Glow(Flow):
       for k in range(self.num_steps):
         layers += self._step(f"level{level}_step{k}", level * self.num_steps + k, False)
       levels.append(layers)
+    preprocess = [LogitTransform(self.logit_alpha, name="logit")] if self.logit_alpha else []
     if inverse:
-      return self._inverse(x, levels)
-    h, log_det, latents = x, jnp.zeros(x.shape[:1], x.dtype), []
+      x, log_det = self._inverse(x, levels)
+      h, ld = _run_chain(preprocess, x, True)
+      return h, log_det + ld
+    h, log_det = _run_chain(preprocess, x, False)
+    latents = []
     for level, layers in enumerate(levels):
       h, ld = _run_chain(layers, squeeze(h), False)
       log_det += ld
