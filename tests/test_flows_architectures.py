@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from genode.flows import FLOWS, flow_log_prob_of_levels, get_flow
-from genode.likelihood import bits_per_dim, dequantize
+from genode.bits import bits_per_dim, dequantize
 
 IMAGE = (4, 4, 1)
 

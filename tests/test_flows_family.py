@@ -7,7 +7,7 @@ import optax
 
 from genode.flows import get_flow
 from genode.flows.family import NormalizingFlow, levels_of
-from genode.likelihood import bits_per_dim
+from genode.bits import bits_per_dim
 
 
 def test_levels_of_inverts_the_8bit_scaling():

@@ -88,7 +88,7 @@ def test_layer_inverse_float32(make_layer, shape):
 def test_actnorm_data_init_and_restore():
   layer = ActNorm()
   key0, key1 = jax.random.split(jax.random.key(0))
-  batch = 3.0 + 2.5 * jax.random.normal(key0, (16, 4, 4, 3)) * jnp.array([1.0, 0.1, 4.0])
+  batch = 3.0 + 2.5 * jax.random.normal(key0, (16, 4, 4, 3)) * jnp.array([[[[1.0, 0.1, 4.0]]]])
   params = layer.init(jax.random.key(1), batch, method="forward")
   y, _ = layer.apply(params, batch, method="forward")
   np.testing.assert_allclose(jnp.mean(y, axis=(0, 1, 2)), 0.0, atol=1e-5)
@@ -101,7 +101,8 @@ def test_actnorm_data_init_and_restore():
   other = -1.0 + 0.5 * jax.random.normal(key1, (8, 4, 4, 3))
   y_other, log_det = layer.apply(restored, other, method="forward")
   bias, log_scale = params["params"]["bias"], params["params"]["log_scale"]
-  np.testing.assert_allclose(y_other, (other + bias) * jnp.exp(log_scale), rtol=1e-6)
+  np.testing.assert_allclose(y_other, (other + bias[None, None, None]) *
+                             jnp.exp(log_scale[None, None, None]), rtol=1e-6)
   np.testing.assert_allclose(log_det, 16 * jnp.sum(log_scale), rtol=1e-6)
   assert float(jnp.abs(jnp.mean(y_other, axis=(0, 1, 2))).max()) > 0.5  # not re-initialised
 

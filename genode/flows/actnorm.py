@@ -32,6 +32,7 @@ class ActNorm(Bijector):
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
     axes = tuple(range(x.ndim - 1))
     channels = x.shape[-1]
+    shape = (1,) * (x.ndim - 1) + (channels,)  # per-channel values, broadcast explicitly
 
     def init_bias(key):
       del key
@@ -43,11 +44,12 @@ class ActNorm(Bijector):
       del key
       if inverse:
         return jnp.zeros((channels,), x.dtype)
-      std = jnp.sqrt(jnp.mean((x + bias)**2, axis=axes))
+      std = jnp.sqrt(jnp.mean((x + bias.reshape(shape))**2, axis=axes))
       return -jnp.log(std + self.eps)
 
     log_scale = self.param("log_scale", init_log_scale)
     log_det = jnp.full(x.shape[:1], num_positions(x.shape) * jnp.sum(log_scale), x.dtype)
+    bias_b, log_scale_b = bias.reshape(shape), log_scale.reshape(shape)
     if inverse:
-      return x * jnp.exp(-log_scale) - bias, -log_det
-    return (x + bias) * jnp.exp(log_scale), log_det
+      return x * jnp.exp(-log_scale_b) - bias_b, -log_det
+    return (x + bias_b) * jnp.exp(log_scale_b), log_det

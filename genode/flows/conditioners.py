@@ -23,7 +23,7 @@ class ZeroConv(nn.Module):
     h = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
                 param_dtype=x.dtype, name="conv")(x)
     logs = self.param("logs", nn.initializers.zeros, (self.features,), x.dtype)
-    return h * jnp.exp(logs * self.logscale_factor)
+    return h * jnp.exp(logs * self.logscale_factor).reshape((1,) * (h.ndim - 1) + (-1,))
 
 
 class ConvConditioner(nn.Module):

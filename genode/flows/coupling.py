@@ -75,6 +75,7 @@ class Coupling(Bijector):
 
   def _masked(self, x, mask, extra, inverse):
     """y = m ⊙ x + (1 − m) ⊙ g(x; NN(m ⊙ x, m)) (RealNVP eq. 9), the mask as a channel."""
+    mask = mask[None]  # (1, H, W, C): broadcast over the batch explicitly
     inputs = jnp.concatenate(
         [x * mask, jnp.broadcast_to(mask[..., :1], x.shape[:-1] + (1,))], axis=-1)
     h = self._conditioner(inputs, x.shape[-1])

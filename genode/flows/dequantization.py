@@ -1,13 +1,9 @@
 """Uniform dequantization and bits/dim of a flow on 8-bit data (genode's convention).
 
-The flow models x ∈ [−1, 1]: x = 2(k + u)/256 − 1, u ~ U[0, 1)^d (`genode.likelihood.
-dequantize`), and bits/dim = −log p(x)/(d ln 2) + 7 (`genode.likelihood.bits_per_dim`),
+The flow models x ∈ [−1, 1]: x = 2(k + u)/256 − 1, u ~ U[0, 1)^d (`genode.bits.dequantize`), and bits/dim = −log p(x)/(d ln 2) + 7 (`genode.bits.bits_per_dim`),
 which is the discrete model's −log₂ P(k)/d bound of Theis et al. 2016 with the data
 scaled to [−1, 1]. Every preprocessing step a flow applies after x (RealNVP's logit) is
 inside its `log_prob`, so these functions need nothing flow-specific.
-
-(`bits_per_dim` and `dequantize` live in genode.likelihood today; they move to
-genode/bits.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from genode.likelihood import bits_per_dim, dequantize
+from genode.bits import bits_per_dim, dequantize
 
 
 def flow_log_prob_of_levels(flow, params, levels: jax.Array, key: jax.Array,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from genode.flows.architectures import Flow
-from genode.likelihood import bits_per_dim, dequantize
+from genode.bits import bits_per_dim, dequantize
 
 
 def levels_of(x: jax.Array, num_levels: int) -> jax.Array:

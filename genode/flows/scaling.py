@@ -22,8 +22,8 @@ class Homothety(Bijector):
     log_scale = self.param("log_scale", nn.initializers.zeros, x.shape[1:], x.dtype)
     log_det = jnp.full(x.shape[:1], jnp.sum(log_scale), x.dtype)
     if inverse:
-      return x * jnp.exp(-log_scale), -log_det
-    return x * jnp.exp(log_scale), log_det
+      return x * jnp.exp(-log_scale[None]), -log_det
+    return x * jnp.exp(log_scale[None]), log_det
 
 
 class LogitTransform(Bijector):
