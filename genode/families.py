@@ -14,19 +14,32 @@ never its name. Every family has
   sampler_settings(eval_config) -> settings, each with .name, .describe()
   setting_sampler(setting, num) -> (jitted (params, key, labels) -> (x, info), record)
   log_likelihood(params, x, key, *, class_labels=None, **nll options) -> (logp (B,), info)
+  sampler_overrides(**launch.sample flags) -> checked overrides (kwargs, label, record)
+  likelihood_record() -> dict, describe() -> str
 
 `FAMILIES` maps `config.family` to a builder `(config, data_shape, num_classes) -> family`
-that reads the config sections that family needs (`REQUIRED_SECTIONS`).
+that reads the config sections that family needs (`REQUIRED_SECTIONS`); a builder that
+also takes `quantization_levels` gets the dataset's (256 for 8-bit images, 0 for
+continuous data).
+
+| family | sections | model | objective |
+|---|---|---|---|
+| "diffusion" | formulation, model, sampler | a denoiser D(x; σ) (genode.diffusion) | denoising, reflow, distill |
+| "flow" | flow, sampler | NICE, RealNVP, Glow (genode.flows) | nll (dequantized) |
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import ml_collections
 
 from genode import models as models_lib
 from genode.diffusion import Diffusion, SamplerSpec
+from genode.flows import architectures as flow_architectures
+from genode.flows.family import OBJECTIVES as FLOW_OBJECTIVES
+from genode.flows.family import NormalizingFlow
 from genode.formulations import get_formulation
 
 
@@ -50,13 +63,31 @@ def build_diffusion(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
                    objective_name=name, objective_params=tuple(sorted(objective.items())))
 
 
-FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion}
+def build_flow(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
+               num_classes: int, quantization_levels: int = 0) -> NormalizingFlow:
+  """`config.flow` (name + the architecture's fields, genode.flows.FLOWS) and
+  `config.sampler.temperature`; the objective is the dequantized NLL ("nll")."""
+  del num_classes  # the flows are unconditional
+  objective = config.objective.name if "objective" in config else "nll"
+  if objective not in FLOW_OBJECTIVES:
+    raise ValueError(f"Unknown objective {objective!r} for family 'flow'; valid "
+                     f"objectives: {list(FLOW_OBJECTIVES)}")
+  fields = fields_of(config.flow)
+  flow = flow_architectures.get_flow(fields.pop("name"), data_shape=tuple(data_shape),
+                                     **fields)
+  return NormalizingFlow(flow=flow, data_shape=tuple(data_shape),
+                         quantization_levels=int(quantization_levels),
+                         temperature=float(config.sampler.get("temperature", 1.0)))
+
+
+FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion, "flow": build_flow}
 # The config sections each family reads, besides the common ones.
-REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {"diffusion": ("formulation", "model",
-                                                               "sampler")}
+REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "diffusion": ("formulation", "model", "sampler"), "flow": ("flow", "sampler")}
 
 
-def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int):
+def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int,
+               quantization_levels: int = 0):
   """The family `config.family` (default "diffusion") built from `config`."""
   name = config.get("family", "diffusion")
   if name not in FAMILIES:
@@ -64,4 +95,7 @@ def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int):
   missing = [k for k in REQUIRED_SECTIONS[name] if k not in config]
   if missing:
     raise ValueError(f"Config lacks {missing}, which family {name!r} needs")
-  return FAMILIES[name](config, data_shape, num_classes)
+  builder = FAMILIES[name]
+  data = ({"quantization_levels": int(quantization_levels)}
+          if "quantization_levels" in inspect.signature(builder).parameters else {})
+  return builder(config, data_shape, num_classes, **data)

@@ -10,6 +10,9 @@ checkpoint repeats the uninterrupted run bit for bit. Around the jitted step:
   step; checkpoints are only written after the steps before them are checked finite, so
   the last good checkpoint is left untouched;
 * checkpoints every `checkpoint_every` steps and at the end (asynchronous orbax saves);
+* with `train.select_by = "val_nll"`: the held-out NLL of the EMA parameters every
+  `validate_every` steps and at the end (`genode.validation`), each such step
+  checkpointed, the best recorded in `<workdir>/selection.json` and its checkpoint kept;
 * sample grids `<workdir>/samples/step_<k>.png` every `sample_every` steps and at the end,
   from the EMA parameters with `config.sampler` (the sampler is jitted once);
   `sample_every = 0` writes none;
@@ -34,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from genode import images
+from genode import validation as validation_lib
 from genode import workdir as workdir_lib
 from genode.experiment import Experiment
 from genode.train import checkpoint as checkpoint_lib
@@ -118,6 +122,15 @@ class _Run:
     self.progress: metrics_lib.Progress | None = None
     self._sampler = None
     self._start_time = time.perf_counter()
+    self.validator = validation_lib.Validator.build(experiment)
+    self.selection = None
+    if self.validator is not None:
+      previous = workdir_lib.read_selection(workdir) if last_saved else None
+      self.selection = validation_lib.truncate_selection(previous, last_saved or 0)
+      if self.is_main:
+        workdir_lib.write_selection(workdir, self.selection)
+      if self.selection is not None:
+        checkpointer.protected.add(self.selection["best_step"])
 
   def first_step_done(self, step: int) -> None:
     jax.block_until_ready(self.pending[-1][1])
@@ -129,7 +142,10 @@ class _Run:
     tc = self.experiment.config.train
     if step % tc.log_every == 0 or final:
       self.log(step)
-    if step % tc.checkpoint_every == 0 or final:
+    validate = self.validator is not None and (step % self.validator.every == 0 or final)
+    if validate:
+      self.validate(step, replicated)
+    if step % tc.checkpoint_every == 0 or final or validate:
       self.save(step, replicated)
     if self.is_main and tc.sample_every and (step % tc.sample_every == 0 or final):
       self.write_samples(step, replicated)
@@ -159,6 +175,24 @@ class _Run:
       scalars["steps_per_sec"] = self.progress.log(step, scalars)
     self.writer.write(step, scalars)
     self.pending, self.checked = [], 0
+
+  def validate(self, step: int, replicated) -> None:
+    """The held-out NLL of the EMA parameters at `step`; records the best step (which the
+    checkpointer then keeps)."""
+    self.check_finite()
+    start = time.perf_counter()
+    value = self.validator(self.experiment.parallel.unreplicate(replicated).ema_params)
+    self.selection = validation_lib.update_selection(
+        self.selection, step, value, unit=self.validator.unit,
+        num_examples=self.validator.num_examples)
+    self.checkpointer.protected.clear()
+    self.checkpointer.protected.add(self.selection["best_step"])
+    if self.is_main:
+      workdir_lib.write_selection(self.workdir, self.selection)
+    self.writer.write(step, {"val_nll": value})
+    logging.info("Step %d: validation NLL %.4f %s (best %.4f at step %d; %.1f s)", step, value,
+                 self.validator.unit, self.selection["best_value"], self.selection["best_step"],
+                 time.perf_counter() - start)
 
   def save(self, step: int, replicated) -> None:
     if step == self.last_saved:

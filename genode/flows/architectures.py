@@ -83,7 +83,8 @@ class NICE(Flow):
   the odd and even entries (the official yaml's tile reordering and reversal), each with
   an MLP of `num_hidden_layers` ReLU layers of `hidden` units; then the scaling layer
   z = x·exp(D) (§3.3); a logistic prior (§3.4; "normal" is Gaussian).
-  Official MNIST: 4 couplings, 5 × 1000 units, logistic prior.
+  Official MNIST: 4 couplings, 5 × 1000 units, logistic prior. `logit_alpha` optionally
+  puts RealNVP's logit preprocessing (elementwise) in front, its log-det in log_prob.
   """
 
   data_shape: tuple[int, ...]
@@ -91,13 +92,15 @@ class NICE(Flow):
   hidden: int = 128
   num_hidden_layers: int = 5
   prior: str = "logistic"
+  logit_alpha: float | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
     self._check_input(x, inverse)
-    layers = [Coupling("alternate", i % 2, make_transform("additive"), self.hidden,
-                       self.num_hidden_layers, name=f"coupling{i}")
-              for i in range(self.num_couplings)]
+    layers = [LogitTransform(self.logit_alpha, name="logit")] if self.logit_alpha else []
+    layers += [Coupling("alternate", i % 2, make_transform("additive"), self.hidden,
+                        self.num_hidden_layers, name=f"coupling{i}")
+               for i in range(self.num_couplings)]
     layers.append(Homothety(name="scaling"))
     h = x if inverse else x.reshape(x.shape[0], -1)
     h, log_det = _run_chain(layers, h, inverse)
