@@ -94,9 +94,9 @@ def flow_config(arch: str, data: str, arg: str | None = None) -> ml_collections.
     config.sampler.num_samples = 2000
   elif data == "digits":
     config.data = ml_collections.ConfigDict(dict(name="digits", validation_examples=200))
-    config.train.update(num_steps=2000, batch_size=64, log_every=50, checkpoint_every=500,
-                        sample_every=2000, keep_checkpoints=2, select_by="val_nll",
-                        validate_every=50)
+    config.train.update(num_steps=3000, batch_size=64, log_every=50, checkpoint_every=500,
+                        sample_every=3000, keep_checkpoints=2, select_by="val_nll",
+                        validate_every=50, patience=6)
   else:
     path = {"mnist": "data/mnist", "cifar10": "data/cifar10"}[data]
     config.data = ml_collections.ConfigDict(dict(name=data, path=path,
@@ -104,7 +104,7 @@ def flow_config(arch: str, data: str, arg: str | None = None) -> ml_collections.
     config.optim.update(learning_rate=1e-3, warmup_steps=1000, ema_half_life_images=50_000.0)
     config.train.update(num_steps=100_000, batch_size=64, log_every=500,
                         checkpoint_every=5000, sample_every=5000, keep_checkpoints=2,
-                        select_by="val_nll", validate_every=5000)
+                        select_by="val_nll", validate_every=5000, patience=4)
   if "runlocal" in options:
     config.train.update(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2,
                         sample_every=4, keep_checkpoints=2, validate_every=2)

@@ -18,7 +18,8 @@ Fields (every experiment has all of them):
   train                num_steps, batch_size (global), log_every, checkpoint_every,
                        sample_every, keep_checkpoints; select_by ("" | "val_nll": select
                        the checkpoint by held-out NLL, genode.validation) every
-                       validate_every steps (0 = checkpoint_every)
+                       validate_every steps (0 = checkpoint_every), stopping after
+                       `patience` validations without improvement (0 = never)
   flow                 (family "flow") name + the architecture's fields (genode.flows)
   sampler              solver, options (the solver's), grid, steps, sigmas (an explicit σ
                        list, used instead of grid/steps), sigma_min, sigma_max (None = the
@@ -85,6 +86,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
       select_by="",
       validate_every=0,
+      patience=0,
   ))
 
   config.sampler = ml_collections.ConfigDict(dict(
