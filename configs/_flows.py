@@ -47,7 +47,10 @@ def _flow_section(arch: str, data: str, options: set) -> dict:
     if arch != "glow":
       raise ValueError("The option 'additive' is Glow's (RealNVP is affine or spline)")
     coupling = "additive"
-  spline = dict(num_bins=8, spline_bound=4.0) if coupling == "spline" else {}
+  spline = {}
+  if coupling == "spline":  # toy2d: finer bins for the checkerboard's hard edges on [−4, 4]
+    spline = (dict(num_bins=16, spline_bound=5.0) if data == "toy2d"
+              else dict(num_bins=8, spline_bound=4.0))
   if arch == "realnvp":
     sizes = {  # Dinh et al. 2016 §3.6/§4.1: multi-scale, checkerboard + channel masks
         "toy2d": dict(num_vector_couplings=8, hidden=128, num_hidden_layers=2),
