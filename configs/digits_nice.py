@@ -11,7 +11,7 @@ layer z = x·exp(D) (§3.3) and a logistic prior (§3.4). 1300 of the 1500 train
 train, 200 are the validation split that selects the checkpoint (held-out bits/dim every
 50 steps, `selection.json`; training stops after 6 validations without improvement, at
 most 3000 steps); the test split (297) is only for `launch.evaluate`. Batch 64, Adam lr
-1e-3 (Glow: Adamax), EMA half-life 2000 images. See configs/_flows.py."""
+1e-3 EMA half-life 2000 images. See configs/_flows.py."""
 
 from configs import _flows
 

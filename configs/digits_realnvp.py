@@ -13,7 +13,7 @@ logit preprocessing (§4.1, α = 0.05) with its Jacobian in log p. 1300 of the 1
 training digits train, 200 are the validation split that selects the checkpoint (held-
 out bits/dim every 50 steps, `selection.json`; training stops after 6 validations
 without improvement, at most 3000 steps); the test split (297) is only for
-`launch.evaluate`. Batch 64, Adam lr 1e-3 (Glow: Adamax), EMA half-life 2000 images.
+`launch.evaluate`. Batch 64, Adam lr 1e-3 EMA half-life 2000 images.
 `:spline` swaps in rational-quadratic spline couplings (Durkan et al. 2019); see
 configs/_flows.py."""
 
