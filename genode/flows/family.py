@@ -130,7 +130,7 @@ class NormalizingFlow:
 
   def log_prob(self, params, x: jax.Array) -> jax.Array:
     """log p(x) (B,) nats of x (B, *data_shape) in the data space (dequantized)."""
-    return self.flow.apply({"params": params}, x, method="log_prob")
+    return self.flow.apply({"params": params}, jnp.asarray(x), method="log_prob")
 
   def objective(self) -> Objective:
     """objective(params, batch, key) -> (per-sample loss (B,), metrics of scalars): −log p
