@@ -19,6 +19,8 @@ ARCHITECTURES = {
     "realnvp_image": ("realnvp", dict(data_shape=IMAGE, hidden=4)),
     "realnvp_image_spline": ("realnvp", dict(data_shape=IMAGE, hidden=4, coupling="spline",
                                              num_bins=3, num_scales=1)),
+    "nice_image_logit": ("nice", dict(data_shape=IMAGE, hidden=8, num_hidden_layers=1,
+                                      logit_alpha=0.05)),
     "realnvp_vector": ("realnvp", dict(data_shape=(2,), hidden=8, num_vector_couplings=4)),
     "glow_image": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=2, num_steps=2)),
     "glow_image_logit": ("glow", dict(data_shape=IMAGE, hidden=4, num_levels=1, num_steps=1,
