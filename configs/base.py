@@ -4,7 +4,7 @@ Fields (every experiment has all of them):
 
   seed                 data order, initialization and training noise (pure functions of it)
   parallel             "shard_map" | "pmap" | "single"
-  family               the model family (genode.families): "diffusion"
+  family               the model family (genode.families): "diffusion" | "flow" | "cnf"
   objective            the training objective of the family and its parameters:
                        "denoising" (EDM eq. 8), "reflow" (time), "distill" (num_steps)
   init_from            workdir, step, params: start from a trained run's parameters when
@@ -16,7 +16,11 @@ Fields (every experiment has all of them):
   optim                optimizer, learning_rate, warmup_steps, decay, grad_clip_norm, b1, b2,
                        eps, weight_decay, ema_half_life_images, ema_rampup_ratio
   train                num_steps, batch_size (global), log_every, checkpoint_every,
-                       sample_every, keep_checkpoints
+                       sample_every, keep_checkpoints; select_by ("" | "val_nll": select
+                       the checkpoint by held-out NLL, genode.validation) every
+                       validate_every steps (0 = checkpoint_every), stopping after
+                       `patience` validations without improvement (0 = never)
+  flow                 (family "flow") name + the architecture's fields (genode.flows)
   sampler              solver, options (the solver's), grid, steps, sigmas (an explicit σ
                        list, used instead of grid/steps), sigma_min, sigma_max (None = the
                        formulation's), coordinates ("sigma" | "native"), num_samples,
@@ -80,6 +84,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       checkpoint_every=1000,
       sample_every=5000,
       keep_checkpoints=3,
+      select_by="",
+      validate_every=0,
+      patience=0,
   ))
 
   config.sampler = ml_collections.ConfigDict(dict(

@@ -21,12 +21,16 @@ Fields:
                   at each step count, where one is stored (others are skipped, saying so)
   adaptive_solvers  adaptive solvers (tsit5, dopri5), each run at every `tolerances`
                   entry (rtol = atol = tol); their NFE is what they used
+  temperatures    a flow family's sampler settings: z = T·ε for each T (other families
+                  take their settings from the solver fields above)
   metrics         names (see METRICS in genode/evaluation/evaluate.py); () = the dataset's
                   defaults: toy2d → sliced_wasserstein, mmd, true_log_likelihood, nll;
                   digits/mnist → feature_fd, nll; other images → fid, nll
   toy             mmd_bandwidth h of k(x, y) = exp(−‖x − y‖²/(2h²)); num_projections of SW₂
   nll             num_examples (test split), batch_size, trace (auto | exact | hutchinson;
-                  auto = exact for ≤ exact_max_dim dimensions), num_probes, rtol, atol
+                  auto = exact for ≤ exact_max_dim dimensions), num_probes, rtol, atol,
+                  num_dequantizations (uniform-dequantization draws per test example,
+                  averaged; the standard error is over examples)
   inception_weights  the FID weights .npz (None = $GENODE_CACHE/inception_v3_fid.npz)
 """
 
@@ -47,15 +51,16 @@ def get_config(arg=None):
   config.optimized_grids = False
   config.adaptive_solvers = ("tsit5",)
   config.tolerances = (1e-2, 1e-3, 1e-4)
+  config.temperatures = (1.0, 0.7)
   config.metrics = ()
   config.toy = ml_collections.ConfigDict(dict(mmd_bandwidth=0.5, num_projections=512))
   config.nll = ml_collections.ConfigDict(dict(
       num_examples=64, batch_size=64, trace="auto", exact_max_dim=64, num_probes=1,
-      rtol=1e-5, atol=1e-5))
+      rtol=1e-5, atol=1e-5, num_dequantizations=1))
   config.inception_weights = config_dict.placeholder(str)
   if arg == "runlocal":  # a CPU smoke test: seconds
     config.update(num_samples=64, batch_size=64, grid_samples=16, solvers=("euler", "heun"),
-                  steps=(4,), tolerances=(1e-2,))
+                  steps=(4,), tolerances=(1e-2,), temperatures=(1.0,))
     config.nll.update(num_examples=8, batch_size=8, rtol=1e-3, atol=1e-3)
   elif arg:
     raise ValueError(f"Unknown eval config argument {arg!r}; valid: 'runlocal' or none")

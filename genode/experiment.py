@@ -71,7 +71,8 @@ class Experiment:
     parallel = parallel_lib.DataParallel(config.parallel)
     if dataset is None:
       dataset = _dataset(config.data, check_path=for_training)
-    family = families.get_family(config, tuple(dataset.shape), dataset.num_classes)
+    family = families.get_family(config, tuple(dataset.shape), dataset.num_classes,
+                                 quantization_levels=getattr(dataset, "quantization_levels", 0))
     process_index, process_count = jax.process_index(), jax.process_count()
     if for_training:
       _check_batch(config.train.batch_size, process_count, parallel.num_local_shards)

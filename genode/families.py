@@ -14,9 +14,19 @@ never its name. Every family has
   sampler_settings(eval_config) -> settings, each with .name, .describe()
   setting_sampler(setting, num) -> (jitted (params, key, labels) -> (x, info), record)
   log_likelihood(params, x, key, *, class_labels=None, **nll options) -> (logp (B,), info)
+  sampler_overrides(**launch.sample flags) -> checked overrides (kwargs, label, record)
+  likelihood_record() -> dict, describe() -> str
 
-`FAMILIES` maps `config.family` to a builder `(config, data_shape, num_classes) -> family`
-that reads the config sections that family needs (`REQUIRED_SECTIONS`).
+`FAMILIES` maps `config.family` to a builder
+`(config, data_shape, num_classes, quantization_levels) -> family` (the dataset's
+quantization levels: 256 for 8-bit images, 0 for continuous data) that reads the config
+sections that family needs (`REQUIRED_SECTIONS`).
+
+| family | sections | model | objective |
+|---|---|---|---|
+| "diffusion" | formulation, model, sampler | a denoiser D(x; σ) (genode.diffusion) | denoising, reflow, distill |
+| "flow" | flow, sampler | NICE, RealNVP, Glow (genode.flows) | nll (dequantized) |
+| "cnf" | model, cnf, sampler | FFJORD, a vector field f(x, t) (genode.ffjord) | maximum likelihood (Hutchinson) |
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ import ml_collections
 from genode import models as models_lib
 from genode import ffjord
 from genode.diffusion import Diffusion, SamplerSpec
+from genode.flows import architectures as flow_architectures
+from genode.flows.family import OBJECTIVES as FLOW_OBJECTIVES
+from genode.flows.family import NormalizingFlow
 from genode.formulations import get_formulation
 
 
@@ -37,10 +50,10 @@ def fields_of(section: ml_collections.ConfigDict) -> dict:
 
 
 def build_diffusion(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
-                    num_classes: int) -> Diffusion:
+                    num_classes: int, quantization_levels: int = 0) -> Diffusion:
   """`config.formulation` + `config.model` (genode.models) + `config.sampler`, and the
   training objective `config.objective` (name + parameters; default "denoising")."""
-  del num_classes  # the model's own num_classes is what it is conditioned on
+  del num_classes, quantization_levels  # the model's own classes; the NLL dequantizes
   model = models_lib.get_model(**fields_of(config.model))
   objective = fields_of(config.objective) if "objective" in config else {"name": "denoising"}
   name = objective.pop("name")
@@ -52,11 +65,11 @@ def build_diffusion(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
 
 
 def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
-              num_classes: int) -> ffjord.CNF:
+              num_classes: int, quantization_levels: int = 0) -> ffjord.CNF:
   """A continuous normalizing flow (FFJORD): `config.model` is f(x, t); `config.cnf` has
   time_length, num_levels (256 = dequantize 8-bit data, 0 = continuous), `train` and
   `likelihood` (`genode.ffjord.Solve` fields); `config.sampler` (`genode.ffjord.CNFSampler`)."""
-  del num_classes
+  del num_classes, quantization_levels  # config.cnf.num_levels says how to dequantize
   model = models_lib.get_model(**fields_of(config.model))
   section = config.cnf
   unknown = sorted(set(section) - {"time_length", "num_levels", "train", "likelihood"})
@@ -82,14 +95,33 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
                     num_classes=int(getattr(model, "num_classes", 0)))
 
 
-FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion, "cnf": build_cnf}
+def build_flow(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
+               num_classes: int, quantization_levels: int = 0) -> NormalizingFlow:
+  """`config.flow` (name + the architecture's fields, genode.flows.FLOWS) and
+  `config.sampler.temperature`; the objective is the dequantized NLL ("nll")."""
+  del num_classes  # the flows are unconditional
+  objective = config.objective.name if "objective" in config else "nll"
+  if objective not in FLOW_OBJECTIVES:
+    raise ValueError(f"Unknown objective {objective!r} for family 'flow'; valid "
+                     f"objectives: {list(FLOW_OBJECTIVES)}")
+  fields = fields_of(config.flow)
+  flow = flow_architectures.get_flow(fields.pop("name"), data_shape=tuple(data_shape),
+                                     **fields)
+  return NormalizingFlow(flow=flow, data_shape=tuple(data_shape),
+                         quantization_levels=int(quantization_levels),
+                         temperature=float(config.sampler.get("temperature", 1.0)))
+
+
+FAMILIES: dict[str, Callable[..., Any]] = {"diffusion": build_diffusion, "flow": build_flow,
+                                           "cnf": build_cnf}
 # The config sections each family reads, besides the common ones.
-REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {"diffusion": ("formulation", "model",
-                                                               "sampler"),
-                                                 "cnf": ("model", "cnf", "sampler")}
+REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "diffusion": ("formulation", "model", "sampler"), "flow": ("flow", "sampler"),
+    "cnf": ("model", "cnf", "sampler")}
 
 
-def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int):
+def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int,
+               quantization_levels: int = 0):
   """The family `config.family` (default "diffusion") built from `config`."""
   name = config.get("family", "diffusion")
   if name not in FAMILIES:
@@ -97,4 +129,4 @@ def get_family(config: ml_collections.ConfigDict, data_shape, num_classes: int):
   missing = [k for k in REQUIRED_SECTIONS[name] if k not in config]
   if missing:
     raise ValueError(f"Config lacks {missing}, which family {name!r} needs")
-  return FAMILIES[name](config, data_shape, num_classes)
+  return FAMILIES[name](config, tuple(data_shape), num_classes, int(quantization_levels))

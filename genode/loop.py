@@ -5,11 +5,18 @@ and the noise is derived from (seed, k, device) inside the step, so a run resume
 checkpoint repeats the uninterrupted run bit for bit. Around the jitted step:
 
 * metrics: every `log_every` steps, to `<workdir>/metrics.jsonl`, TensorBoard and the
-  log (with steps/s and ETA); the loop blocks on the device only there;
+  log (with steps/s and ETA, and the run's wall and process CPU seconds so far,
+  `train_wall_s` and `train_cpu_s`, summed over resumes); the loop blocks on the device
+  only there;
 * a non-finite loss or gradient stops training with `NonFiniteLossError` naming the
   step; checkpoints are only written after the steps before them are checked finite, so
   the last good checkpoint is left untouched;
 * checkpoints every `checkpoint_every` steps and at the end (asynchronous orbax saves);
+* with `train.select_by = "val_nll"`: the held-out NLL of the EMA parameters every
+  `validate_every` steps and at the end (`genode.validation`), each such step
+  checkpointed, the best recorded in `<workdir>/selection.json` and its checkpoint kept;
+  with `train.patience` = P > 0 training stops (early stopping) once P validations in a
+  row were no better than the best, and a resumed run that had stopped stays stopped;
 * sample grids `<workdir>/samples/step_<k>.png` every `sample_every` steps and at the end,
   from the EMA parameters with `config.sampler` (the sampler is jitted once);
   `sample_every = 0` writes none;
@@ -34,6 +41,7 @@ import ml_collections
 import numpy as np
 
 from genode import images
+from genode import validation as validation_lib
 from genode import workdir as workdir_lib
 from genode.experiment import Experiment
 from genode.train import checkpoint as checkpoint_lib
@@ -88,7 +96,7 @@ def _train(experiment: Experiment, workdir: str, *, overwrite: bool) -> Any:
     step_fn = parallel.compile(experiment.train_step())
     replicated = parallel.replicate(state)
     step = start
-    while step < tc.num_steps and not stop.is_set():
+    while step < tc.num_steps and not stop.is_set() and not run.patience_exhausted():
       batch = parallel.shard_batch(experiment.train_batch(step))
       replicated, metrics = step_fn(replicated, batch)
       step += 1
@@ -98,6 +106,10 @@ def _train(experiment: Experiment, workdir: str, *, overwrite: bool) -> Any:
       run.after_step(step, replicated, final=step == tc.num_steps)
     if stop.is_set():
       logging.warning("Stopped by a signal at step %d; saving a checkpoint.", step)
+    elif run.patience_exhausted():
+      logging.info("Stopped at step %d: no better validation NLL in the last %d validations "
+                   "(train.patience; best %.4f at step %d).", step, tc.patience,
+                   run.selection["best_value"], run.selection["best_step"])
     run.finish(step, replicated)
   return jax.device_get(parallel.unreplicate(replicated))
 
@@ -118,6 +130,20 @@ class _Run:
     self.progress: metrics_lib.Progress | None = None
     self._sampler = None
     self._start_time = time.perf_counter()
+    self._start_cpu = time.process_time()
+    previous = metrics_lib.read_metrics(workdir) if last_saved and self.is_main else []
+    timed = [r for r in previous if "train_wall_s" in r]
+    self._elapsed = ((timed[-1]["train_wall_s"], timed[-1]["train_cpu_s"]) if timed
+                     else (0.0, 0.0))
+    self.validator = validation_lib.Validator.build(experiment)
+    self.selection = None
+    if self.validator is not None:
+      previous = workdir_lib.read_selection(workdir) if last_saved else None
+      self.selection = validation_lib.truncate_selection(previous, last_saved or 0)
+      if self.is_main:
+        workdir_lib.write_selection(workdir, self.selection)
+      if self.selection is not None:
+        checkpointer.protected.add(self.selection["best_step"])
 
   def first_step_done(self, step: int) -> None:
     jax.block_until_ready(self.pending[-1][1])
@@ -129,7 +155,10 @@ class _Run:
     tc = self.experiment.config.train
     if step % tc.log_every == 0 or final:
       self.log(step)
-    if step % tc.checkpoint_every == 0 or final:
+    validate = self.validator is not None and (step % self.validator.every == 0 or final)
+    if validate:
+      self.validate(step, replicated)
+    if step % tc.checkpoint_every == 0 or final or validate:
       self.save(step, replicated)
     if self.is_main and tc.sample_every and (step % tc.sample_every == 0 or final):
       self.write_samples(step, replicated)
@@ -155,10 +184,39 @@ class _Run:
     scalars = {k: float(np.mean([v[k] for v in values]))
                for k in values[-1] if k != "nonfinite"}
     scalars["learning_rate"] = float(values[-1].get("learning_rate", np.nan))
+    scalars["train_wall_s"] = self._elapsed[0] + time.perf_counter() - self._start_time
+    scalars["train_cpu_s"] = self._elapsed[1] + time.process_time() - self._start_cpu
     if self.progress is not None:
       scalars["steps_per_sec"] = self.progress.log(step, scalars)
     self.writer.write(step, scalars)
     self.pending, self.checked = [], 0
+
+  def patience_exhausted(self) -> bool:
+    """Whether the last `train.patience` validations (0 = never) were all worse than the
+    best: training has stopped improving on held-out data."""
+    patience = int(self.experiment.config.train.get("patience", 0) or 0)
+    if not patience or self.selection is None:
+      return False
+    later = [h for h in self.selection["history"] if h[0] > self.selection["best_step"]]
+    return len(later) >= patience
+
+  def validate(self, step: int, replicated) -> None:
+    """The held-out NLL of the EMA parameters at `step`; records the best step (which the
+    checkpointer then keeps)."""
+    self.check_finite()
+    start = time.perf_counter()
+    value = self.validator(self.experiment.parallel.unreplicate(replicated).ema_params)
+    self.selection = validation_lib.update_selection(
+        self.selection, step, value, unit=self.validator.unit,
+        num_examples=self.validator.num_examples)
+    self.checkpointer.protected.clear()
+    self.checkpointer.protected.add(self.selection["best_step"])
+    if self.is_main:
+      workdir_lib.write_selection(self.workdir, self.selection)
+    self.writer.write(step, {"val_nll": value})
+    logging.info("Step %d: validation NLL %.4f %s (best %.4f at step %d; %.1f s)", step, value,
+                 self.validator.unit, self.selection["best_value"], self.selection["best_step"],
+                 time.perf_counter() - start)
 
   def save(self, step: int, replicated) -> None:
     if step == self.last_saved:

@@ -86,12 +86,3 @@ def load_grid(workdir: str, solver: str, steps: int, *, checkpoint_step: int | N
 def formulation_record(family) -> str:
   """What a grid belongs to besides the checkpoint: the formulation and the coordinates."""
   return f"{family.formulation!r}, coordinates={family.sampler.coordinates}"
-
-
-def resolve_checkpoint_step(workdir: str, step: int | None) -> int | None:
-  """The step `restore_workdir(workdir, step)` will try first (the newest if None)."""
-  from genode.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  if step is not None:
-    return step
-  steps = Checkpointer(workdir).steps()
-  return max(steps) if steps else None

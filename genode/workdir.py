@@ -7,6 +7,8 @@ A workdir holds
   checkpoints/<k>/   orbax checkpoints of the TrainState after k steps
   metrics.jsonl      training metrics, tensorboard/ the same as TensorBoard events
   samples/step_<k>.png   sample grids written during training
+  selection.json     the validation history and the selected (best) step, when the run
+                     selects its checkpoint by held-out NLL (`genode.validation`)
   broken_checkpoints/<k>/  unreadable checkpoints moved aside when training resumed
   eval/<k>/          launch.evaluate's outputs
 
@@ -39,13 +41,14 @@ from genode.train.checkpoint import (BROKEN_DIR, CHECKPOINT_DIR, CheckpointError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "lock.json"
+SELECTION_FILE = "selection.json"
 # Outputs of a training run: what `overwrite=True` deletes.
 TRAINING_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, BROKEN_DIR, "metrics.jsonl", "tensorboard",
-                    "samples")
+                    "samples", SELECTION_FILE)
 # Fields that may change between runs in one workdir: they change the cadence of logs,
 # checkpoints and samples, never the trained model.
 CADENCE_FIELDS = ("train.log_every", "train.checkpoint_every", "train.sample_every",
-                  "train.keep_checkpoints", "sampler")
+                  "train.keep_checkpoints", "train.validate_every", "sampler")
 # May grow when the learning rate does not depend on it (optim.decay "constant").
 NUM_STEPS_FIELD = "train.num_steps"
 
@@ -104,11 +107,16 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """Dotted names of the fields that differ between two config dicts (cadence excluded)."""
+  """Dotted names of the fields that differ between two config dicts (cadence excluded).
+
+  A field the old config lacks is no difference when the new one has it switched off
+  ("", 0, False or None): a run written before genode gained that option (e.g.
+  `train.select_by`) resumes.
+  """
   diffs = []
   for key in sorted(set(old) | set(new)):
     name = f"{prefix}{key}"
-    if name in CADENCE_FIELDS:
+    if name in CADENCE_FIELDS or (key not in old and new[key] in ("", 0, False, None)):
       continue
     a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):
@@ -265,6 +273,45 @@ def _read_lock(path: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------------
+# The validation-selected step (genode.validation).
+# ---------------------------------------------------------------------------
+
+
+def read_selection(workdir: str) -> dict | None:
+  """`<workdir>/selection.json` (history [[step, value], …], best_step, best_value, unit),
+  or None when the run does not select by validation."""
+  path = os.path.join(workdir, SELECTION_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_selection(workdir: str, record: dict | None) -> None:
+  path = os.path.join(workdir, SELECTION_FILE)
+  if record is None:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
+    return
+  _write_json(path, record)
+
+
+def selected_step(workdir: str) -> int | None:
+  """The step the run's validation selected, if any."""
+  record = read_selection(workdir)
+  return None if record is None else int(record["best_step"])
+
+
+def default_step(workdir: str) -> int | None:
+  """The step `restore_workdir(workdir)` tries first: the one validation selected when
+  its checkpoint exists, else the newest (None without checkpoints)."""
+  steps = Checkpointer(workdir).steps()
+  if selected_step(workdir) in steps:
+    return selected_step(workdir)
+  return max(steps) if steps else None
+
+
+# ---------------------------------------------------------------------------
 # Opening a trained run for inference.
 # ---------------------------------------------------------------------------
 
@@ -281,8 +328,9 @@ def restore_workdir(workdir: str, step: int | None = None) -> Restored:
 
   Args:
     workdir: a directory written by `genode.loop.train`.
-    step: the checkpoint to restore; None = the newest readable one (falling back, with
-      a warning, past unreadable ones).
+    step: the checkpoint to restore; None = the step selected by validation
+      (`selection.json`, when the run has one and its checkpoint exists), else the newest
+      readable one (falling back, with a warning, past unreadable ones).
   Returns:
     Restored(config, experiment, state, step): the saved config, its Experiment, a host
     TrainState (numpy leaves: `state.params`, `state.ema_params`, …) and its step.
@@ -298,6 +346,10 @@ def restore_workdir(workdir: str, step: int | None = None) -> Restored:
     raise CheckpointError(f"No checkpoints in {checkpointer.directory} (has training saved "
                           "one yet? see train.checkpoint_every)")
   template = experiment.abstract_state()
+  if step is None and selected_step(workdir) in steps:
+    step = selected_step(workdir)
+    logging.info("Restoring step %d of %s, selected by validation (%s)", step, workdir,
+                 SELECTION_FILE)
   if step is None:
     state, step = checkpointer.restore_newest(template)
   else:
@@ -392,7 +444,7 @@ def resolve_optimized_grid(workdir: str, family, sampler: dict, step: int | None
   """
   from genode import schedule_store  # pylint: disable=g-import-not-at-top
   spec = getattr(family, "sampler", None)
-  if spec is None:
+  if getattr(spec, "grid", None) is None:  # a family without σ grids (flows, CNFs)
     return sampler
   asked = sampler.get("grid")
   if asked is None and sampler.get("sigmas") is None and (
@@ -405,8 +457,7 @@ def resolve_optimized_grid(workdir: str, family, sampler: dict, step: int | None
   solver = sampler.get("solver") or spec.solver
   steps = sampler.get("steps") or spec.steps
   record = schedule_store.load_grid(
-      workdir, solver, steps, checkpoint_step=schedule_store.resolve_checkpoint_step(
-          workdir, step), formulation=schedule_store.formulation_record(family), force=force)
+      workdir, solver, steps, checkpoint_step=default_step(workdir) if step is None else step, formulation=schedule_store.formulation_record(family), force=force)
   return dict(sampler, solver=solver, grid=schedule_store.OPTIMIZED, steps=None,
               sigmas=record["sigmas"])
 

@@ -20,7 +20,8 @@ from launch import cli
 from launch import config_flags_util
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch.train.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest readable).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the one selected by "
+                             "validation, else the newest readable).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _DEFAULT_EVAL = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "eval.py")
 try:  # with a default file, ml_collections applies --eval.<field> overrides right here

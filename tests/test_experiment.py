@@ -29,11 +29,15 @@ def get_config(name, arg=None, tmp_path=None):
 def test_all_experiments_have_configs():
   expected = {f"{d}_{f}" for d in ("toy2d", "digits") for f in ("edm", "vp", "ve", "rf")}
   expected |= {f"{d}_{f}" for d in ("mnist", "cifar10") for f in ("edm", "rf")}
+  expected |= {f"{d}_{f}" for d in ("toy2d", "digits", "mnist", "cifar10")
+               for f in ("nice", "realnvp", "glow")}
   assert expected <= set(CONFIG_NAMES)
 
 
 class _Files:
   """Stands in for a dataset read from files (MNIST, CIFAR-10): only its shape is used."""
+
+  quantization_levels = 256
 
   def __init__(self, name):
     self.name, self.num_classes = name, 10
@@ -46,7 +50,7 @@ def test_every_config_builds_an_experiment(name, tmp_path):
   dataset = _Files(config.data.name) if "path" in config.data else None
   # Traces the model's init on the data shape (eval_shape): a size it can't take fails.
   experiment = Experiment.from_config(config, dataset=dataset)
-  if "formulation" in config:  # the diffusion family's (a CNF has none)
+  if "formulation" in config:  # the diffusion family's section
     assert experiment.family.formulation == get_formulation(**config.formulation.to_dict())
   state = experiment.abstract_state()
   assert state.params == jax.tree.map(lambda x: x, state.ema_params)
@@ -184,6 +188,8 @@ def test_base_config_fields():
 
 class _SyntheticImages:
   """A dataset read from files (MNIST, CIFAR-10) replaced by noise of its shape."""
+
+  quantization_levels = 256
 
   def __init__(self, name):
     self.name, self.num_classes = name, 10

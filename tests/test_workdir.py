@@ -94,6 +94,23 @@ def test_a_longer_run_with_a_decaying_schedule_is_refused(tmp_path):
   assert workdir_lib.load_config(workdir) == config  # nothing changed
 
 
+def test_a_run_written_before_an_option_existed_resumes_with_it_switched_off(tmp_path):
+  config = small_toy(num_steps=4)
+  workdir = str(tmp_path)
+  workdir_lib.prepare_workdir(workdir, config)
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  with open(path) as f:
+    old = json.load(f)
+  del old["train"]["select_by"], old["train"]["patience"]  # a config from before them
+  with open(path, "w") as f:
+    json.dump(old, f)
+  workdir_lib.prepare_workdir(workdir, config)  # "" and 0: the options are off
+  switched_on = config.copy_and_resolve_references()
+  switched_on.train.select_by = "val_nll"
+  with pytest.raises(ValueError, match=r"train.select_by: '<absent>' -> 'val_nll'"):
+    workdir_lib.prepare_workdir(workdir, switched_on)
+
+
 # -- inference: no data files, any device count ----------------------------------
 
 

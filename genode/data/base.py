@@ -4,7 +4,12 @@ Conventions (every dataset):
 * `train_batch(seed, step, batch_size, process_index=0, process_count=1)` returns
   dict(x=float32 (batch_size // process_count, *shape), label=int32 (…,) if labelled),
   a pure function of (seed, step, process_index) (see `pipeline`).
-* `split("train" | "test")` returns the whole split as numpy arrays (for evaluation).
+* `split("train" | "val" | "test")` returns the whole split as numpy arrays (for
+  evaluation). "val" is a validation split held out of the training data (images:
+  `validation_examples` > 0, the last ones of the train split, which training batches
+  then never draw; toy2d: fresh samples of their own seed), for checkpoint selection
+  by held-out likelihood (`config.train.select_by`); "train" stays the whole training
+  file, the reference of the sample-quality metrics.
 * Images are NHWC float32 in [-1, 1]: x = u/127.5 − 1 for 8-bit values u ∈ {0, …, 255},
   and `quantization_levels` = 256; `to_uint8(x)` = round((x + 1)·127.5) inverts it
   exactly (for PNGs). Generated 2-D data is continuous: `quantization_levels` = 0.
@@ -20,7 +25,7 @@ import numpy as np
 
 from genode.data import pipeline
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 def check_split(which: str) -> str:
@@ -86,6 +91,7 @@ class ImageDataset(Dataset):
   """
 
   use_labels: bool = True
+  validation_examples: int = 0
 
   @property
   def quantization_levels(self) -> int:
@@ -125,8 +131,25 @@ class ImageDataset(Dataset):
     return images, labels.astype(np.int32)
 
   def arrays(self, which: str) -> tuple[np.ndarray, np.ndarray]:
-    """The cached (images uint8 (N, H, W, C), labels int32 (N,)) of a split."""
-    return self._train if check_split(which) == "train" else self._test
+    """The cached (images uint8 (N, H, W, C), labels int32 (N,)) of a split ("val": the
+    last `validation_examples` of the train split)."""
+    which = check_split(which)
+    if which == "val":
+      images, labels = self._train
+      start = self._num_fit()
+      return images[start:], labels[start:]
+    return self._train if which == "train" else self._test
+
+  def _num_fit(self) -> int:
+    """How many train-split images training draws from (the rest is the "val" split)."""
+    n = int(self.validation_examples)
+    total = len(self._train[0])
+    if n == 0:
+      return total
+    if not 0 < n < total:
+      raise ValueError(f"{self.name}: data.validation_examples = {n}, but the train split "
+                       f"has {total} images")
+    return total - n
 
   def num_examples(self, which: str = "train") -> int:
     return len(self.arrays(which)[0])
@@ -149,11 +172,14 @@ class ImageDataset(Dataset):
   def train_batch(self, seed, step, batch_size, process_index=0, process_count=1):
     start, stop = pipeline.process_rows(batch_size, process_index, process_count)
     images, labels = self.arrays("train")
-    indices = pipeline.example_indices(seed, step, batch_size, len(images), start, stop,
+    indices = pipeline.example_indices(seed, step, batch_size, self._num_fit(), start, stop,
                                        self._permutation)
     return self._batch(images, labels, indices)
 
   def split(self, which):
     """The whole split as float32 (CIFAR-10 train: 600 MB; `arrays` gives the uint8)."""
+    if check_split(which) == "val" and not self.validation_examples:
+      raise ValueError(f"{self.name} has no validation split; set "
+                       "data.validation_examples to hold some training images out")
     images, labels = self.arrays(which)
     return self._batch(images, labels, slice(None))

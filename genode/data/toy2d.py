@@ -134,7 +134,7 @@ class Toy2D(Dataset):
     return {"x": points[start:stop].astype(np.float32)}
 
   def split(self, which):
-    index = ("train", "test").index(check_split(which))
+    index = ("train", "test", "val").index(check_split(which))
     points = SAMPLERS[self.distribution](
         pipeline.rng(self.split_seed, pipeline.TAG_SPLIT, index), self.split_size)
     return {"x": points.astype(np.float32)}

@@ -404,9 +404,14 @@ def _toy_metric(dataset, metrics, eval_config, num):
 def negative_log_likelihood(experiment, weights, eval_config) -> dict:
   """NLL of the first `nll.num_examples` test examples (bits/dim; nats for 2-D data).
 
-  Images are uniformly dequantized 8-bit data (genode.likelihood's convention); the
-  trace is exact up to `nll.exact_max_dim` dimensions, Hutchinson above (or as set).
-  The standard error is over examples (and, with num_probes > 1, the probe one is given).
+  Images are uniformly dequantized 8-bit data (`genode.bits`' convention), each example
+  `nll.num_dequantizations` times (draw j of batch i: key fold_in(dq_i, j), draw 0 the
+  one of a single-draw evaluation); an example's bits/dim is the mean over its draws and
+  the standard error is over examples. The family's `log_likelihood` gives log p: the
+  PF-ODE's (trace exact up to `nll.exact_max_dim` dimensions, Hutchinson above, or as
+  set) or a flow's exact change of variables. Where the toy density is known, the gap
+  E[log p_data(x) − log p_model(x)] over the same test points (a KL estimate, nats) is
+  reported beside the true entropy estimate −E log p_data(x).
   """
   cfg, dataset = eval_config.nll, experiment.dataset
   dim = math.prod(dataset.shape)
@@ -419,6 +424,9 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
     levels, labels = dataset.split("test")["x"], None
   n = min(int(cfg.num_examples), len(levels))
   batch = min(int(cfg.batch_size), n)
+  draws = int(cfg.get("num_dequantizations", 1)) if quantized else 1
+  if draws < 1:
+    raise ValueError(f"nll.num_dequantizations must be >= 1, got {draws}")
   family = experiment.family
   conditional = family.num_classes > 0
 
@@ -434,31 +442,47 @@ def negative_log_likelihood(experiment, weights, eval_config) -> dict:
   for i in range(math.ceil(n / batch)):
     idx = np.arange(i * batch, (i + 1) * batch) % n  # the last batch wraps (one compile)
     dq_key, probe_key = jax.random.split(jax.random.fold_in(root, i))
-    if quantized:
-      x = bits.dequantize(dq_key, levels[idx], num_levels=dataset.quantization_levels)
-    else:
-      x = jnp.asarray(levels[idx])
-    lab = None if labels is None or not conditional else jnp.asarray(labels[idx])
-    logp, info = run(weights, x.astype(jnp.float32), probe_key, lab)
     keep = min(batch, n - i * batch)
-    logps.append(np.asarray(logp)[:keep])
-    nfe.append(int(info.nfe))
-    if info.stderr is not None:
-      probe_err.append(np.asarray(info.stderr)[:keep])
-  logp = np.concatenate(logps).astype(np.float64)
+    lab = None if labels is None or not conditional else jnp.asarray(labels[idx])
+    per_draw = []
+    for j in range(draws):
+      if quantized:
+        key = dq_key if j == 0 else jax.random.fold_in(dq_key, j)
+        x = bits.dequantize(key, levels[idx], num_levels=dataset.quantization_levels)
+      else:
+        x = jnp.asarray(levels[idx])
+      logp, info = run(weights, x.astype(jnp.float32), probe_key, lab)
+      per_draw.append(np.asarray(logp)[:keep])
+      nfe.append(int(info.nfe))
+      if info.stderr is not None:
+        probe_err.append(np.asarray(info.stderr)[:keep])
+    logps.append(np.stack(per_draw, axis=1))  # (keep, draws)
+  logp_draws = np.concatenate(logps).astype(np.float64)
+  logp = logp_draws.mean(axis=1)
   if quantized:
-    per_example = np.asarray(bits.bits_per_dim(
-        logp, dim, data_scale=2.0, num_levels=dataset.quantization_levels))
+    per_draw_bpd = np.asarray(bits.bits_per_dim(
+        logp_draws, dim, data_scale=2.0, num_levels=dataset.quantization_levels))
   else:
-    per_example = -logp / (dim * math.log(2.0))  # continuous data: no dequantization
+    per_draw_bpd = -logp_draws / (dim * math.log(2.0))  # continuous data: no dequantization
+  per_example = per_draw_bpd.mean(axis=1)
   result = dict(
       nll_bits_per_dim=float(per_example.mean()),
       nll_bits_per_dim_stderr=float(per_example.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
       nll_nats=float(-logp.mean()), num_examples=n, split="test", trace=trace,
       num_probes=int(cfg.num_probes) if trace == "hutchinson" else 0,
-      dequantization="uniform" if quantized else None, rtol=float(cfg.rtol),
-      atol=float(cfg.atol), conditional=conditional, nfe=float(np.mean(nfe)),
-      wall_s=time.perf_counter() - start, **family.likelihood_record())
+      dequantization="uniform" if quantized else None, num_dequantizations=draws,
+      rtol=float(cfg.rtol), atol=float(cfg.atol), conditional=conditional,
+      nfe=float(np.mean(nfe)), wall_s=time.perf_counter() - start)
+  if draws > 1:
+    draw_means = per_draw_bpd.mean(axis=0)
+    result["nll_bits_per_dim_draw_stderr"] = float(draw_means.std(ddof=1) / math.sqrt(draws))
+  if not quantized and _has_log_prob(dataset):
+    true_logp = np.asarray(dataset.log_prob(np.asarray(levels[:n])), np.float64)
+    gap = true_logp - logp  # −log p_model(x) − (−log p_data(x)), x ~ p_data: KL ≥ 0
+    result.update(true_entropy_nats=float(-true_logp.mean()),
+                  nll_gap_nats=float(gap.mean()),
+                  nll_gap_nats_stderr=float(gap.std(ddof=1) / math.sqrt(n)) if n > 1 else None)
+  result.update(family.likelihood_record())  # a family may restate what it computes
   if probe_err:
     result["hutchinson_stderr_nats_mean"] = float(np.concatenate(probe_err).mean())
   return result

@@ -34,14 +34,17 @@ def _fmt(value) -> str:
 def markdown_table(records: list[dict]) -> str:
   """One row per sampler setting (sorted by solver, then NFE), then the likelihood line."""
   samples = sorted((r for r in records if r.get("kind") == "samples"),
-                   key=lambda r: (r["sampler"]["solver"], r["nfe"]))
+                   key=lambda r: (r["sampler"]["solver"], r["nfe"], r["name"]))
   columns = [c for c in _COLUMNS if any(r["metrics"].get(c) is not None for r in samples)]
-  header = ["setting", "solver", "grid", "steps", "tol", "NFE", "samples/s"] + columns
+  # The sampler's fields that some setting has (an ODE's grid/steps/tol, a flow's T).
+  fields = [f for f in ("grid", "steps", "tol", "temperature")
+            if any(r["sampler"].get(f) is not None for r in samples)]
+  header = ["setting", "solver"] + fields + ["NFE", "samples/s"] + columns
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in samples:
     s = r["sampler"]
-    cells = [r["name"], s["solver"], s["grid"], s["steps"], s["tol"], r["nfe"],
-             r["samples_per_s"]] + [r["metrics"].get(c) for c in columns]
+    cells = ([r["name"], s["solver"]] + [s.get(f) for f in fields]
+             + [r["nfe"], r["samples_per_s"]] + [r["metrics"].get(c) for c in columns])
     lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
   text = "\n".join(lines) + "\n"
   first = samples[0] if samples else {}
@@ -58,11 +61,17 @@ def markdown_table(records: list[dict]) -> str:
       text += f"\nNLL skipped: {r['nll_skipped']}\n"
     elif r.get("kind") == "likelihood":
       err = r.get("nll_bits_per_dim_stderr")
+      draws = r.get("num_dequantizations", 1)
       text += (f"\nNLL ({r['num_examples']} {r['split']} examples, {r['trace']} trace"
                f"{', %d probes' % r['num_probes'] if r['num_probes'] else ''}, "
-               f"{r['dequantization'] or 'no'} dequantization): "
+               f"{r['dequantization'] or 'no'} dequantization"
+               f"{', %d draws per example' % draws if draws > 1 else ''}): "
                f"{r['nll_bits_per_dim']:.4f} ± {_fmt(err)} bits/dim "
                f"({r['nll_nats']:.4g} nats), NFE {r['nfe']:.0f}.\n")
+      if r.get("nll_gap_nats") is not None:
+        text += (f"\nAgainst the true density: NLL − true entropy = {r['nll_gap_nats']:.4f} ± "
+                 f"{_fmt(r.get('nll_gap_nats_stderr'))} nats (true entropy "
+                 f"{r['true_entropy_nats']:.4f} nats on the same test points).\n")
   return text
 
 

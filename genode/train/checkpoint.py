@@ -11,6 +11,7 @@ is `genode.workdir`'s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging as py_logging
 import os
@@ -44,6 +45,21 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint (none saved, a missing step, or none readable)."""
 
 
+@dataclasses.dataclass
+class _LatestAndProtected:
+  """Orbax preservation policy: the newest `n` checkpoints (all if None), and every step in
+  `protected` (a set the owner updates, e.g. the step selected by validation)."""
+
+  n: int | None
+  protected: set
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    count = len(checkpoints)
+    latest = [self.n is None or i >= count - self.n for i in range(count)]
+    return [keep or int(c.step) in self.protected for keep, c in zip(latest, checkpoints)]
+
+
 class Checkpointer:
   """Saves TrainStates under `<workdir>/checkpoints` and restores them newest first.
 
@@ -58,11 +74,14 @@ class Checkpointer:
     self._max_to_keep = max_to_keep
     self._async = async_save
     self._manager: ocp.CheckpointManager | None = None
+    # Steps kept whatever `max_to_keep` says (the loop's validation-selected step).
+    self.protected: set[int] = set()
     quiet_orbax_logs()
 
   def _new_manager(self, create: bool = False) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=create,
-                                           enable_async_checkpointing=self._async)
+    options = ocp.CheckpointManagerOptions(
+        create=create, enable_async_checkpointing=self._async,
+        preservation_policy=_LatestAndProtected(self._max_to_keep, self.protected))
     return ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:

@@ -24,7 +24,7 @@ Schedule = Callable[[jax.Array], jax.Array]
 EmaDecay = Callable[[jax.Array], jax.Array]
 
 DECAYS = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "adamax")  # adamax: Glow's (openai/glow `optim.adamax`)
 
 
 # ---------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def make_optimizer(learning_rate: float, *, warmup_steps: int = 0, total_steps: 
                    decay: str = "constant", grad_clip_norm: float | None = None,
                    optimizer: str = "adam", b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-8, weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """clip_by_global_norm(grad_clip_norm) → Adam/AdamW(b1, b2, eps) with the scheduled rate.
+  """clip_by_global_norm(grad_clip_norm) → Adam/AdamW/Adamax(b1, b2, eps), scheduled rate.
 
   grad_clip_norm: None or 0 disables clipping. weight_decay is AdamW's decoupled decay
   (multiplied by the scheduled rate, as in optax); "adam" requires weight_decay == 0.
@@ -73,13 +73,14 @@ def make_optimizer(learning_rate: float, *, warmup_steps: int = 0, total_steps: 
   """
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {optimizer!r}; valid optimizers: {list(OPTIMIZERS)}")
-  if optimizer == "adam" and weight_decay:
+  if optimizer in ("adam", "adamax") and weight_decay:
     raise ValueError(f"optimizer='adam' has no weight decay (got weight_decay={weight_decay}); "
                      "use optimizer='adamw'")
   schedule = make_schedule(learning_rate, warmup_steps=warmup_steps, total_steps=total_steps,
                            decay=decay)
-  if optimizer == "adam":
-    adam = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=b1, b2=b2, eps=eps)
+  if optimizer in ("adam", "adamax"):
+    adam = optax.inject_hyperparams(getattr(optax, optimizer))(learning_rate=schedule, b1=b1,
+                                                                b2=b2, eps=eps)
   else:
     adam = optax.inject_hyperparams(optax.adamw)(learning_rate=schedule, b1=b1, b2=b2, eps=eps,
                                                  weight_decay=weight_decay)
