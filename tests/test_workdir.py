@@ -104,11 +104,11 @@ def test_a_run_written_before_an_option_existed_resumes_with_it_switched_off(tmp
   del old["train"]["select_by"], old["train"]["patience"]  # a config from before them
   with open(path, "w") as f:
     json.dump(old, f)
-  workdir_lib.prepare_workdir(workdir, config)  # "" and 0: the options are off
   switched_on = config.copy_and_resolve_references()
   switched_on.train.select_by = "val_nll"
   with pytest.raises(ValueError, match=r"train.select_by: '<absent>' -> 'val_nll'"):
     workdir_lib.prepare_workdir(workdir, switched_on)
+  workdir_lib.prepare_workdir(workdir, config)  # "" and 0: the options are off
 
 
 # -- inference: no data files, any device count ----------------------------------
