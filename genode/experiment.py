@@ -76,6 +76,9 @@ class Experiment:
     process_index, process_count = jax.process_index(), jax.process_count()
     if for_training:
       _check_batch(config.train.batch_size, process_count, parallel.num_local_shards)
+      # The sampler of training's sample grids (jit-wrapped, not compiled): a sampler
+      # it cannot build (grid "optimized" has no workdir grid yet) fails before step 0.
+      family.make_sampler(config.sampler.num_samples)
     _check_classes(family.num_classes, dataset)
     train = config.train
     optimizer = optim_lib.make_optimizer(

@@ -130,3 +130,12 @@ def test_evaluate_adds_the_optimized_grid_beside_karras(trained):
   assert optimized["sampler"]["sigmas"] == record["sigmas"]
   with open(os.path.join(workdir, "eval", "4", "results.md")) as f:
     assert "dpmpp_2m_optimized4" in f.read()
+
+
+def test_training_with_the_optimized_grid_is_refused_before_it_starts(tmp_path):
+  config = toy2d_edm.get_config("runlocal")
+  config.sampler.grid = "optimized"
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match="'optimized' grid is stored in a workdir"):
+    loop.train(config, workdir)
+  assert not os.path.exists(workdir)  # refused before the workdir is touched
