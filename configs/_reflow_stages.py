@@ -12,6 +12,8 @@ A stage is a config argument: `<stage>` or `<stage>,runlocal` (a CPU smoke test 
 | distill     | couplings pairs_2rf       | distill, 1 step    | 2rf         |
 | distill_1rf | couplings pairs_1rf       | distill, 1 step    | 1rf         |
 | 2rf_edm     | couplings pairs_edm       | reflow             | edm         |
+| distill_edm | couplings pairs_2rf_edm   | distill, 1 step    | 2rf_edm     |
+| distill_feature | couplings pairs_2rf   | distill, 1 step, feature loss | 2rf |
 
 (`edm` is the EDM teacher's workdir `<root>/edm`, e.g. the main job's checkpoint, linked
 or copied there.) Reflow and distillation start from the teacher's EMA parameters when
@@ -33,6 +35,9 @@ STAGES = {
     "distill": ("2rf", {"name": "distill", "num_steps": 1}),
     "distill_1rf": ("1rf", {"name": "distill", "num_steps": 1}),
     "2rf_edm": ("edm", {"name": "reflow", "time": "uniform"}),
+    "distill_edm": ("2rf_edm", {"name": "distill", "num_steps": 1}),
+    # the LPIPS stand-in of genode.reflow.feature_loss (images only)
+    "distill_feature": ("2rf", {"name": "distill", "num_steps": 1, "loss": "feature"}),
 }
 
 

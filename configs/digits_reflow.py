@@ -18,6 +18,13 @@ From an EDM teacher (e.g. the main job's): put its workdir at $R/edm, then
   python -m launch.reflow couple --teacher=$R/edm --out=$R/pairs_edm --num_pairs=16384 \
       --solver=heun --steps=18
   python -m launch.train --config=configs/digits_reflow.py:2rf_edm --workdir=$R/2rf_edm
+  python -m launch.reflow couple --teacher=$R/2rf_edm --out=$R/pairs_2rf_edm \
+      --num_pairs=16384 --solver=heun --steps=18
+  python -m launch.train --config=configs/digits_reflow.py:distill_edm --workdir=$R/distill_edm
+
+Distillation with the feature loss (genode/reflow/feature_loss.py, an LPIPS stand-in):
+  python -m launch.train --config=configs/digits_reflow.py:distill_feature \
+      --workdir=$R/distill_feature
 
 `:<stage>,runlocal` shrinks every stage to a CPU smoke test under $R=/tmp/genode/
 digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 steps).
@@ -31,7 +38,7 @@ from configs import _reflow_stages as reflow_stages
 
 ROOT = "/tmp/genode/digits_reflow"
 STUDENT_STEPS = {"2rf": 3000, "3rf": 3000, "2rf_edm": 3000, "distill": 2000,
-                 "distill_1rf": 2000}
+                 "distill_1rf": 2000, "distill_edm": 2000, "distill_feature": 2000}
 
 
 def get_config(arg=None):
