@@ -264,3 +264,13 @@ def test_straightness_row_is_zero_for_the_closed_form_straight_flow():
   record, trajectory = reflow_eval.straightness(family, None, config)
   assert record["transport"] > 0.1 and abs(record["straightness_normalized"]) < 1e-5
   assert trajectory.x.shape == (config.rf.straightness_steps + 1, 16, 2)
+
+
+@pytest.mark.slow
+def test_couple_benchmark_times_the_loop_against_the_bare_sampler(root):
+  from genode.benchmarks import couple as couple_bench
+  r = couple_bench.benchmark(f"{root}/1rf", solver="heun", steps=4, batch_size=8,
+                             num_batches=2)
+  assert r["num_pairs"] == 16 and r["nfe"] == 7
+  assert r["bare_pairs_per_sec"] > 0 and r["loop_pairs_per_sec"] > 0
+  assert r["overhead_ratio"] == pytest.approx(r["loop_wall_s"] / r["bare_wall_s"])
