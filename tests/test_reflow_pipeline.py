@@ -99,6 +99,11 @@ def test_couple_resumes_and_refuses_bad_input(root, tmp_path):
   status, stderr = launch("reflow", *args[:-3], "--seed=1", *args[-2:])
   assert_one_line_error(status, stderr, "holds couplings made with other settings (seed: 0 → 1)")
   assert _files(out) == full
+  status, stderr = launch("reflow", *args[:-3], "--seed=1", "--overwrite", *args[-2:])
+  assert status == 0, stderr[-3000:]
+  reseeded = _files(out)
+  assert reseeded[1]["settings"]["seed"] == 1 and reseeded[0] != full[0]
+  assert launch("reflow", *args)[0] != 0  # and back: refused again, without --overwrite
   # a teacher without a checkpoint, a missing teacher, bad names and missing flags
   empty = str(tmp_path / "empty")
   workdir_lib.prepare_workdir(empty, toy2d_reflow.make("1rf", runlocal=True, root=root))
