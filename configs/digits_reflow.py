@@ -21,6 +21,9 @@ From an EDM teacher (e.g. the main job's): put its workdir at $R/edm, then
   python -m launch.reflow couple --teacher=$R/2rf_edm --out=$R/pairs_2rf_edm \
       --num_pairs=16384 --solver=heun --steps=18
   python -m launch.train --config=configs/digits_reflow.py:distill_edm --workdir=$R/distill_edm
+  # the student in the teacher's EDM formulation (init_from is then the teacher itself):
+  python -m launch.train --config=configs/digits_reflow.py:2rf_edm_native \
+      --workdir=$R/2rf_edm_native
 
 Distillation with the feature loss (genode/reflow/feature_loss.py, an LPIPS stand-in):
   python -m launch.train --config=configs/digits_reflow.py:distill_feature \
@@ -37,7 +40,7 @@ from configs import base
 from configs import _reflow_stages as reflow_stages
 
 ROOT = "/tmp/genode/digits_reflow"
-STUDENT_STEPS = {"2rf": 3000, "3rf": 3000, "2rf_edm": 3000, "distill": 2000,
+STUDENT_STEPS = {"2rf": 3000, "3rf": 3000, "2rf_edm": 3000, "2rf_edm_native": 3000, "distill": 2000,
                  "distill_1rf": 2000, "distill_edm": 2000, "distill_feature": 2000}
 
 
