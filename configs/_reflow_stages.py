@@ -12,6 +12,9 @@ A stage is a config argument: `<stage>` or `<stage>,runlocal` (a CPU smoke test 
 | distill     | couplings pairs_2rf       | distill, 1 step    | 2rf         |
 | distill_1rf | couplings pairs_1rf       | distill, 1 step    | 1rf         |
 | 2rf_edm     | couplings pairs_edm       | reflow             | edm         |
+| distill_edm | couplings pairs_2rf_edm   | distill, 1 step    | 2rf_edm     |
+| 2rf_edm_native | couplings pairs_edm    | reflow, EDM formulation | edm    |
+| distill_feature | couplings pairs_2rf   | distill, 1 step, feature loss | 2rf |
 
 (`edm` is the EDM teacher's workdir `<root>/edm`, e.g. the main job's checkpoint, linked
 or copied there.) Reflow and distillation start from the teacher's EMA parameters when
@@ -33,7 +36,17 @@ STAGES = {
     "distill": ("2rf", {"name": "distill", "num_steps": 1}),
     "distill_1rf": ("1rf", {"name": "distill", "num_steps": 1}),
     "2rf_edm": ("edm", {"name": "reflow", "time": "uniform"}),
+    "distill_edm": ("2rf_edm", {"name": "distill", "num_steps": 1}),
+    # the student keeps the EDM teacher's formulation (`TEACHER_FORMULATION`), so that
+    # init_from starts it at the teacher itself, not at EDM weights behind RF scalings
+    "2rf_edm_native": ("edm", {"name": "reflow", "time": "uniform"}),
+    # the LPIPS stand-in of genode.reflow.feature_loss (images only)
+    "distill_feature": ("2rf", {"name": "distill", "num_steps": 1, "loss": "feature"}),
 }
+
+
+# stages whose student keeps its teacher's formulation (instead of the rf row)
+TEACHER_FORMULATION = {"2rf_edm_native": "edm"}
 
 
 def parse_arg(arg: str | None) -> tuple[str, bool]:
@@ -61,6 +74,9 @@ def stage_config(config: ml_collections.ConfigDict, stage: str, root: str,
       expected_shape=tuple(shape)))
   config.objective = ml_collections.ConfigDict(objective)
   config.init_from.workdir = f"{root}/{teacher}"
+  if stage in TEACHER_FORMULATION:
+    from configs import base  # pylint: disable=g-import-not-at-top
+    config.formulation = base.formulation_config(TEACHER_FORMULATION[stage])
   config.train.update(student)
   return config
 

@@ -32,6 +32,7 @@ from genode import sampling
 from genode.denoiser import Denoiser, precondition
 from genode.formulations import Formulation
 from genode.losses import Objective, denoising_objective
+from genode.reflow import feature_loss
 from genode.reflow import objectives as reflow_objectives
 from genode.reflow.rf_time import UniformTimeSigma
 from genode.sampling.schedules import OPTIMIZED_GRID
@@ -164,6 +165,12 @@ class Diffusion:
     """The training objective `objective_name` (`OBJECTIVES`): by default the denoising
     loss (EDM eq. 8) of the preconditioned network."""
     return OBJECTIVES[self.objective_name](self, **dict(self.objective_params))
+
+  def objective_inputs(self) -> tuple:
+    """The objective's frozen inputs (e.g. a feature network's parameters): arguments of
+    the compiled step after the batch (`make_train_step` `*frozen`), never constants."""
+    build = OBJECTIVE_INPUTS.get(self.objective_name)
+    return () if build is None else tuple(build(self, **dict(self.objective_params)))
 
   def train_network(self, params, x_in, c_noise, key, class_labels=None):
     """F in training mode (dropout from `key`), the network of the coupling objectives."""
@@ -391,18 +398,44 @@ def _reflow(family: Diffusion, time: str = "uniform") -> Objective:
                                                  sample_sigma=sample_sigma)
 
 
-def _distill(family: Diffusion, num_steps: int = 1) -> Objective:
+DISTILL_LOSSES = ("l2", "feature", "l2+feature")
+
+
+def _distill(family: Diffusion, num_steps: int = 1, loss: str = "l2",
+             feature_net: str = "digits", feature_weight: float = 1.0) -> Objective:
   """k-step distillation (Liu et al. 2022, §2.3): the student's `num_steps`-step Euler
-  output from the stored noise against the teacher's endpoint, L2."""
+  output from the stored noise against the teacher's endpoint. `loss`: "l2" (pixels),
+  "feature" (the LPIPS-style distance of the `feature_net` dataset's feature network,
+  `genode.reflow.feature_loss`; its parameters are the step's frozen input, see
+  `objective_inputs`) or "l2+feature" (L2 + feature_weight · feature)."""
   reflow_objectives.check_one_step(family, num_steps)
+  if loss not in DISTILL_LOSSES:
+    raise ValueError(f"Unknown objective.loss {loss!r}; valid: {list(DISTILL_LOSSES)}")
+  distance = None
+  if loss != "l2":
+    network = feature_loss.FeatureLoss(feature_net)
+    network.check_shape(family.data_shape)
+    distance = network.distance
   return reflow_objectives.make_distillation_objective(
       family.formulation, family.train_network, num_steps=int(num_steps),
-      sigma_max=family.sigma_range[1])
+      sigma_max=family.sigma_range[1], feature_distance=distance,
+      l2_weight=0.0 if loss == "feature" else 1.0,
+      feature_weight=float(feature_weight) if loss == "l2+feature" else 1.0)
+
+
+def _distill_inputs(family: Diffusion, loss: str = "l2", feature_net: str = "digits",
+                    **unused) -> tuple:
+  """The distill objective's frozen inputs: the feature network's parameters, if any."""
+  del family, unused
+  return () if loss == "l2" else (feature_loss.FeatureLoss(feature_net).params(),)
 
 
 # name -> builder(family, **config.objective params) -> Objective
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "denoising": _denoising, "reflow": _reflow, "distill": _distill}
+# name -> builder(family, **config.objective params) -> the objective's frozen inputs
+# (replicated, untrained arguments of the step); objectives not listed take none.
+OBJECTIVE_INPUTS: dict[str, Callable[..., tuple]] = {"distill": _distill_inputs}
 
 
 def check_objective(name: str, params: dict) -> None:

@@ -136,9 +136,16 @@ class Experiment:
     return jax.eval_shape(lambda batch: self.init_state(batch=batch), self.example_batch())
 
   def train_step(self) -> Callable:
-    """The per-device `train_step(state, batch) -> (state, metrics)` (run it via `parallel`)."""
+    """The per-device `train_step(state, batch, *frozen) -> (state, metrics)` (run it via
+    `parallel.compile(..., num_frozen=len(self.frozen_inputs()))`)."""
     return step_lib.make_train_step(self.family.objective(), self.optimizer,
                                     ema_decay=self.ema_decay)
+
+  def frozen_inputs(self) -> tuple:
+    """The step's frozen inputs (one copy; `parallel.replicate` them): the family's
+    `objective_inputs()` if it has any (a distillation's feature network), else ()."""
+    inputs = getattr(self.family, "objective_inputs", None)
+    return tuple(inputs()) if inputs is not None else ()
 
   def describe(self) -> str:
     config = self.config

@@ -93,12 +93,14 @@ def _train(experiment: Experiment, workdir: str, *, overwrite: bool) -> Any:
   parallel = experiment.parallel
   run = _Run(experiment, workdir, checkpointer, last_saved=start if restored else None)
   with _stop_on_signals() as stop, contextlib.closing(run):
-    step_fn = parallel.compile(experiment.train_step())
+    frozen = experiment.frozen_inputs()
+    step_fn = parallel.compile(experiment.train_step(), num_frozen=len(frozen))
+    frozen = parallel.replicate(frozen)
     replicated = parallel.replicate(state)
     step = start
     while step < tc.num_steps and not stop.is_set() and not run.patience_exhausted():
       batch = parallel.shard_batch(experiment.train_batch(step))
-      replicated, metrics = step_fn(replicated, batch)
+      replicated, metrics = step_fn(replicated, batch, *frozen)
       step += 1
       run.pending.append((step, metrics))
       if step == start + 1:

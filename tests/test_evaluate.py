@@ -275,3 +275,20 @@ def test_dequantized_levels_land_in_their_bins():
   k = np.asarray(levels, np.float64)
   assert np.all(x >= 2 * k / 256 - 1) and np.all(x < 2 * (k + 1) / 256 - 1)
   assert float(bits.bits_per_dim(-64 * np.log(2.0), 64)) == pytest.approx(8.0)
+
+
+def test_toy_sliced_wasserstein_floor_is_the_score_of_fresh_true_samples():
+  """The floor reported beside SW₂ is exactly the metric of another true sample set of
+  the same size: the spread two sample sets of one distribution have."""
+  import jax
+  from configs import eval as eval_base
+  from genode import data as data_lib
+  dataset = data_lib.get_dataset(name="toy2d", distribution="8gaussians")
+  config = eval_base.get_config("runlocal")
+  metric = evaluate._toy_metric(dataset, ("sliced_wasserstein",), config, 500)
+  fresh = dataset.sample(jax.random.fold_in(jax.random.key(int(config.seed)),
+                                            evaluate.TOY_FLOOR_FOLD), 500)
+  out = metric(fresh)
+  assert out["sliced_wasserstein"] == out["sliced_wasserstein_floor"] > 0
+  shifted = metric(np.asarray(fresh) + 2.0)
+  assert shifted["sliced_wasserstein"] > 3 * shifted["sliced_wasserstein_floor"]

@@ -96,17 +96,125 @@ def test_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
   x = gaussian.flow(RF.sigma_max * z, RF.sigma_max, 0.0)  # the teacher's endpoint
   batch = {"x": x, "noise": z}
   network_fn = _teacher_one_step_network(gaussian)
-  features = lambda v: jnp.concatenate([jnp.sin(v), v**2], -1)
-  objective = objectives.make_distillation_objective(RF, network_fn, feature_fn=features)
-  per_sample, metrics = objective(None, batch, jax.random.key(0))
+  # a feature distance with its parameters as the frozen argument
+  distance = lambda p, a, b: jnp.sum((jnp.sin(p * a) - jnp.sin(p * b)) ** 2, -1)
+  objective = objectives.make_distillation_objective(RF, network_fn, feature_distance=distance)
+  per_sample, metrics = objective(None, batch, jax.random.key(0), jnp.float64(2.0))
   assert per_sample.shape == (8,)
   np.testing.assert_allclose(per_sample, 0.0, atol=1e-20)
   assert set(metrics) == {"loss", "l2", "feature"}
+  with pytest.raises(ValueError, match="1 frozen argument"):
+    objective(None, batch, jax.random.key(0))  # the feature parameters are not optional
   # a student that is off by δ pays δ² (L2, mean over pixels) plus the feature term
   shifted = {"x": x + 0.1, "noise": z}
   per_sample, metrics = objectives.make_distillation_objective(RF, network_fn)(
       None, shifted, jax.random.key(0))
   np.testing.assert_allclose(per_sample, 0.01, rtol=1e-9)
+
+
+def _image_teacher_network(gaussian, shape):
+  """`_teacher_one_step_network` on images (B, *shape): flattened to the Gaussian's dim."""
+  flat = _teacher_one_step_network(gaussian)
+
+  def network_fn(params, x_in, c_noise, key):
+    return flat(params, x_in.reshape(x_in.shape[0], -1), c_noise, key).reshape(x_in.shape)
+
+  return network_fn
+
+
+def _feature_params(random_bias: bool = True):
+  """The digits loss network's spec and random parameters (flax starts biases at 0;
+  `random_bias` draws them too)."""
+  from genode.reflow import feature_loss
+  spec = feature_loss.loss_spec("digits")
+  params = jax.jit(spec.module.init)(jax.random.key(3), jnp.zeros((1, 8, 8, 1)))["params"]
+  if random_bias:
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: (0.1 * jax.random.normal(jax.random.key(v.size), v.shape)
+                         if path[-1].key == "bias" else v), params)
+  return spec, params
+
+
+def test_feature_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
+  """The LPIPS-style feature option on 8×8 images: 0 for the student that equals the
+  teacher's one-step map, > 0 off it; the network's parameters are the frozen argument."""
+  from genode.reflow import feature_loss
+  spec, params = _feature_params()
+  params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 64, jnp.float64)
+  z = jax.random.normal(jax.random.key(5), (4, 8, 8, 1), jnp.float64)
+  x = gaussian.flow(RF.sigma_max * z.reshape(4, 64), RF.sigma_max, 0.0).reshape(z.shape)
+  network_fn = _image_teacher_network(gaussian, (8, 8, 1))
+  distance = feature_loss.make_feature_distance(spec)
+  for l2_weight in (1.0, 0.0):  # "l2+feature" and "feature"
+    objective = objectives.make_distillation_objective(
+        RF, network_fn, feature_distance=distance, l2_weight=l2_weight)
+    per_sample, metrics = objective(None, {"x": x, "noise": z}, jax.random.key(0), params)
+    np.testing.assert_allclose(per_sample, 0.0, atol=1e-12)
+    target = x + 0.3 * jnp.sin(7 * x)
+    per_sample, metrics = objective(None, {"x": target, "noise": z}, jax.random.key(0),
+                                    params)
+    feature = distance(params, x, target)
+    assert np.all(feature > 1e-4), feature
+    expected = l2_weight * jnp.mean((x - target) ** 2, (1, 2, 3)) + feature
+    np.testing.assert_allclose(per_sample, expected, rtol=1e-6)
+    np.testing.assert_allclose(metrics["feature"], jnp.mean(feature), rtol=1e-6)
+
+
+def test_feature_distance_is_not_l2_it_ignores_a_brightness_scale():
+  """Where the two losses should differ: with zero biases a ReLU CNN is positively
+  homogeneous, φ_l(c·x) = c·φ_l(x), and the channel normalisation removes c, so the
+  feature distance of x̂ = c·x to x is 0 while L2 is (c − 1)²·mean(x²); an image of
+  another digit is far in both."""
+  from genode.reflow import feature_loss
+  spec, params = _feature_params(random_bias=False)
+  distance = jax.jit(feature_loss.make_feature_distance(spec))
+  x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1), minval=-1.0, maxval=1.0)
+  scaled = 1.7 * x
+  np.testing.assert_allclose(distance(params, scaled, x), 0.0, atol=1e-9)
+  assert float(jnp.min(jnp.mean((scaled - x) ** 2, (1, 2, 3)))) > 0.1
+  other = jnp.roll(x, 1, axis=0)
+  assert float(jnp.min(distance(params, other, x))) > 1e-3
+  np.testing.assert_allclose(distance(params, other, x), distance(params, x, other), rtol=1e-5)
+  # with the network's biases the invariance is gone: the distance sees the parameters
+  _, biased = _feature_params()
+  assert float(jnp.min(distance(biased, scaled, x))) > 1e-6
+
+
+def test_feature_params_are_an_argument_of_the_compiled_step():
+  """The train step takes the feature network as a frozen argument: other parameters,
+  another loss, one compilation; none of them is a constant of the step's jaxpr."""
+  import optax
+  from genode.reflow import feature_loss
+  from genode.train import parallel as parallel_lib
+  from genode.train.state import create_train_state
+  from genode.train.step import make_train_step
+  spec, params = _feature_params()
+  student = _params(jnp.float32, d=64)
+
+  def network_fn(p, x_in, c_noise, key):
+    return _network_fn(p, x_in.reshape(x_in.shape[0], -1), c_noise, key).reshape(x_in.shape)
+
+  objective = objectives.make_distillation_objective(
+      RF, network_fn, feature_distance=feature_loss.make_feature_distance(spec), l2_weight=0.0)
+  optimizer = optax.sgd(0.0)
+  state = create_train_state(student, optimizer, jax.random.key(0))
+  z = jax.random.normal(jax.random.key(1), (8, 8, 8, 1))
+  batch = {"x": jnp.tanh(z), "noise": z}
+  step = make_train_step(objective, optimizer, ema_decay=0.5)
+  parallel = parallel_lib.DataParallel("single")
+  compiled = parallel.compile(step, num_frozen=1)
+  jaxpr = jax.make_jaxpr(lambda s, b, f: jax.vmap(step, in_axes=(None, 0, None),
+                                                  out_axes=(None, None), axis_name="data")(
+                                                      s, b, f))(
+      state, parallel.shard_batch(batch), params)
+  sizes = {int(np.size(p)) for p in jax.tree.leaves(params)}
+  assert not [c for c in jaxpr.consts if np.size(c) in sizes and np.size(c) > 1]
+  _, a = compiled(parallel.replicate(state), parallel.shard_batch(batch),
+                  parallel.replicate(params))
+  _, b = compiled(parallel.replicate(state), parallel.shard_batch(batch),
+                  parallel.replicate(jax.tree.map(lambda v: 0.5 * v, params)))
+  assert float(a["feature"]) != float(b["feature"])
 
 
 def test_k_step_euler_endpoint_is_euler_in_rf_time(x64):

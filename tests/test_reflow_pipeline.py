@@ -99,6 +99,11 @@ def test_couple_resumes_and_refuses_bad_input(root, tmp_path):
   status, stderr = launch("reflow", *args[:-3], "--seed=1", *args[-2:])
   assert_one_line_error(status, stderr, "holds couplings made with other settings (seed: 0 → 1)")
   assert _files(out) == full
+  status, stderr = launch("reflow", *args[:-3], "--seed=1", "--overwrite", *args[-2:])
+  assert status == 0, stderr[-3000:]
+  reseeded = _files(out)
+  assert reseeded[1]["settings"]["seed"] == 1 and reseeded[0] != full[0]
+  assert launch("reflow", *args)[0] != 0  # and back: refused again, without --overwrite
   # a teacher without a checkpoint, a missing teacher, bad names and missing flags
   empty = str(tmp_path / "empty")
   workdir_lib.prepare_workdir(empty, toy2d_reflow.make("1rf", runlocal=True, root=root))
@@ -154,7 +159,20 @@ def test_students_config_is_checked_against_the_couplings(root, tmp_path):
                           f"--workdir={tmp_path / 'w'}",
                           f"--config.data.path={tmp_path / 'nowhere'}")
   assert_one_line_error(status, stderr, "does not exist")
-  assert not os.path.exists(tmp_path / "w" / "config.json")
+  assert not os.path.exists(tmp_path / "w")
+  pairs = f"--config.data.path={root}/pairs_1rf"
+  for flag, pattern in ((f"--config.data.teacher_workdir={tmp_path / 'other'}",
+                         "come from another teacher"),
+                        ("--config.data.expected_shape=(8, 8, 1)",
+                         "shape (2,), expected (8, 8, 1)"),
+                        ("--config.objective.num_steps=0", "positive integer")):
+    stage = "distill_1rf" if "num_steps" in flag else "2rf"
+    status, stderr = launch("train", f"--config=configs/toy2d_reflow.py:{stage},runlocal",
+                            f"--workdir={tmp_path / 'w'}", pairs,
+                            f"--config.data.teacher_workdir={root}/1rf",
+                            f"--config.init_from.workdir={root}/1rf", flag)
+    assert_one_line_error(status, stderr, pattern)
+    assert not os.path.exists(tmp_path / "w")
 
 
 def test_distilling_into_a_family_that_cannot_take_one_step():
@@ -162,6 +180,52 @@ def test_distilling_into_a_family_that_cannot_take_one_step():
     objectives.check_one_step(types.SimpleNamespace(name="glow"))
   with pytest.raises(ValueError, match="positive integer"):
     objectives.check_one_step(types.SimpleNamespace(name="diffusion"), 0)
+
+
+def test_distill_loss_options_are_checked_at_the_config_layer():
+  from configs import digits_reflow
+  from genode import families
+  config = digits_reflow.make("distill_feature", runlocal=True, root="/r")
+  assert config.objective.loss == "feature" and config.data.path == "/r/pairs_2rf"
+  family = families.get_family(config, (8, 8, 1), 0)
+  assert family.objective_params == (("loss", "feature"), ("num_steps", 1))
+  config.objective.loss = "lpips"
+  with pytest.raises(ValueError, match=r"Unknown objective.loss 'lpips'; valid: \['l2', "):
+    families.get_family(config, (8, 8, 1), 0)
+  config.objective.loss, config.objective.feature_net = "feature", "cifar10"
+  with pytest.raises(ValueError, match="No feature network for dataset 'cifar10'"):
+    families.get_family(config, (8, 8, 1), 0)
+  toy = toy2d_reflow.make("distill_feature", runlocal=True, root="/r")
+  with pytest.raises(ValueError, match=r"takes images of shape \(8, 8, 1\).*\(2,\)"):
+    families.get_family(toy, (2,), 0)
+  plain = families.get_family(digits_reflow.make("distill", runlocal=True, root="/r"),
+                              (8, 8, 1), 0)
+  assert plain.objective_inputs() == ()
+
+
+@pytest.mark.slow
+def test_feature_distillation_trains_with_the_network_as_a_frozen_input(tmp_path, monkeypatch):
+  """digits runlocal: 1-RF, couplings, a feature-loss distillation through the loop; the
+  loss network comes in as the step's frozen argument (`Experiment.frozen_inputs`)."""
+  from configs import digits_reflow
+  from genode.reflow import feature_loss
+  monkeypatch.setenv("GENODE_CACHE", str(tmp_path / "cache"))
+  root = str(tmp_path / "r")
+  config = digits_reflow.make("1rf", runlocal=True, root=root)
+  config.train.update(num_steps=2, sample_every=0)
+  loop.train(config, f"{root}/1rf")
+  status, stderr = launch("reflow", "couple", "--num_pairs=16", "--solver=heun", "--steps=2",
+                          f"--teacher={root}/1rf", f"--out={root}/pairs_2rf")
+  assert status == 0, stderr[-3000:]
+  config = digits_reflow.make("distill_feature", runlocal=True, root=root)
+  config.data.teacher_workdir = config.init_from.workdir = f"{root}/1rf"
+  config.train.update(num_steps=2, sample_every=0, batch_size=8)
+  experiment = Experiment.from_config(config)
+  (frozen,) = experiment.frozen_inputs()
+  jax.tree.map(np.testing.assert_array_equal, frozen, feature_loss.load_params("digits"))
+  loop.train(config, f"{root}/distill")
+  rows = [json.loads(line) for line in open(f"{root}/distill/metrics.jsonl")]
+  assert rows and all(np.isfinite(r["feature"]) and r["l2"] >= 0 for r in rows), rows
 
 
 def test_stage_arguments():
@@ -205,3 +269,13 @@ def test_straightness_row_is_zero_for_the_closed_form_straight_flow():
   record, trajectory = reflow_eval.straightness(family, None, config)
   assert record["transport"] > 0.1 and abs(record["straightness_normalized"]) < 1e-5
   assert trajectory.x.shape == (config.rf.straightness_steps + 1, 16, 2)
+
+
+@pytest.mark.slow
+def test_couple_benchmark_times_the_loop_against_the_bare_sampler(root):
+  from genode.benchmarks import couple as couple_bench
+  r = couple_bench.benchmark(f"{root}/1rf", solver="heun", steps=4, batch_size=8,
+                             num_batches=2)
+  assert r["num_pairs"] == 16 and r["nfe"] == 7
+  assert r["bare_pairs_per_sec"] > 0 and r["loop_pairs_per_sec"] > 0
+  assert r["overhead_ratio"] == pytest.approx(r["loop_wall_s"] / r["bare_wall_s"])

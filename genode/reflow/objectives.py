@@ -14,7 +14,8 @@ made into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7), o
   depends on the coupling only, so its PF-ODE is the same rectified flow.
 * Distillation (§2.3, "k-step" students): the student's k-step Euler output from the
   stored z on a grid uniform in RF time (`rf_time_sigmas`) against the teacher's x,
-  L2 averaged over pixels, plus an optional feature loss mean((φ(x̂) − φ(x))²).
+  L2 averaged over pixels, plus an optional feature distance d_φ(x̂, x) whose network
+  parameters φ come in as a frozen argument of the step.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Arr
 NetworkFn = Callable[..., jax.Array]  # (params, x_in, c_noise, key[, class_labels]) -> F
 DenoiserFn = Callable[[Any, Batch, jax.Array], Denoiser]  # (params, batch, key) -> D
 SampleSigma = Callable[[jax.Array, tuple[int, ...]], jax.Array]
+FeatureDistance = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (φ, x̂, x) -> (B,)
 
 
 def batch_denoiser(formulation: Formulation, network_fn: NetworkFn, params, batch: Batch,
@@ -141,23 +143,31 @@ def _pixel_mean(error):
 
 
 def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn | None = None,
-                                *, denoiser_fn: DenoiserFn | None = None, num_steps: int = 1, sigma_max: float | None = None,
-                                feature_fn: Callable[[jax.Array], jax.Array] | None = None,
+                                *, denoiser_fn: DenoiserFn | None = None, num_steps: int = 1,
+                                sigma_max: float | None = None,
+                                feature_distance: FeatureDistance | None = None,
                                 l2_weight: float = 1.0,
                                 feature_weight: float = 1.0) -> Objective:
-  """k-step distillation: mean((x̂ − x)²) [+ w·mean((φ(x̂) − φ(x))²)] per sample.
+  """k-step distillation: l2_weight·mean((x̂ − x)²) [+ feature_weight·d_φ(x̂, x)] per sample.
 
   x̂ = `euler_endpoint(D_student, batch["noise"], num_steps, sigma_max)`, x = batch["x"].
   sigma_max: the student's start (default the formulation's σ_max; genode's RF: 999).
-  feature_fn: φ (B, ...) → (B, ...) features, e.g. the digits feature network as a local
-  stand-in for LPIPS (Liu et al. use LPIPS for k = 1).
-  Metrics: loss, l2, and feature when feature_fn is given (batch means).
+  feature_distance: `d(φ_params, x̂, x) -> (B,)`, e.g. the LPIPS-style distance of the
+  digits feature network (`genode.reflow.feature_loss`; Liu et al. use LPIPS for k = 1).
+  Its parameters φ_params are the objective's one frozen argument:
+  `objective(params, batch, key, φ_params)` (`make_train_step`'s `*frozen`), never a
+  constant of the compiled step. Without it the objective takes no frozen argument.
+  Metrics: loss, l2, and feature when feature_distance is given (batch means).
   """
   make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
   sigma_max = formulation.sigma_max if sigma_max is None else float(sigma_max)
   rf_time_sigmas(num_steps, sigma_max)  # checks the arguments once
+  num_frozen = 0 if feature_distance is None else 1
 
-  def objective(params, batch, key):
+  def objective(params, batch, key, *frozen):
+    if len(frozen) != num_frozen:
+      raise ValueError(f"The distill objective takes {num_frozen} frozen argument(s) "
+                       f"(the feature network's parameters), got {len(frozen)}")
     _coupling(batch, "distill")
     _, dropout_key = jax.random.split(key)
     denoiser = make_denoiser(params, batch, dropout_key)
@@ -166,8 +176,8 @@ def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn 
     l2 = _pixel_mean((x_hat - target) ** 2)
     per_sample = l2_weight * l2
     metrics = {"l2": jnp.mean(l2)}
-    if feature_fn is not None:
-      feature = _pixel_mean((feature_fn(x_hat) - feature_fn(target)) ** 2)
+    if feature_distance is not None:
+      feature = feature_distance(frozen[0], x_hat, target)
       per_sample = per_sample + feature_weight * feature
       metrics["feature"] = jnp.mean(feature)
     metrics["loss"] = jnp.mean(per_sample)
