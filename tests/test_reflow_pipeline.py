@@ -176,6 +176,13 @@ def test_students_config_is_checked_against_the_couplings(root, tmp_path):
 
 
 def test_distilling_into_a_family_that_cannot_take_one_step():
+  from configs import digits_glow
+  from genode import families
+  config = digits_glow.get_config("runlocal")  # the flow family: its objectives are its own
+  config.objective.name = "distill"
+  with pytest.raises(ValueError, match=r"Unknown objective 'distill' for family 'flow'; "
+                     r"valid objectives: \['nll'\]"):
+    families.get_family(config, (8, 8, 1), 10, 256)
   with pytest.raises(ValueError, match="'glow' cannot take one step"):
     objectives.check_one_step(types.SimpleNamespace(name="glow"))
   with pytest.raises(ValueError, match="positive integer"):
