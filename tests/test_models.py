@@ -211,7 +211,7 @@ def test_cifar10_ddpmpp_parameter_count():
 
 
 def test_get_model_errors():
-  with pytest.raises(ValueError, match=r"valid models: \['mlp', 'unet'\]"):
+  with pytest.raises(ValueError, match=r"valid models: \['concatsquash', 'mlp', 'unet'\]"):
     get_model("transformer")
   with pytest.raises(ValueError, match="valid fields: .*base_channels"):
     get_model("unet", channels=3)

@@ -109,7 +109,7 @@ def test_adamw_decoupled_weight_decay():
 def test_optimizer_and_schedule_name_errors():
   with pytest.raises(ValueError, match=r"valid decays: \['constant', 'cosine', 'linear'\]"):
     make_schedule(1e-3, decay="exponential")
-  with pytest.raises(ValueError, match=r"valid optimizers: \['adam', 'adamw'\]"):
+  with pytest.raises(ValueError, match=r"valid optimizers: \['adam', 'adamw', 'adamax'\]"):
     make_optimizer(1e-3, optimizer="sgd")
   with pytest.raises(ValueError, match="adamw"):
     make_optimizer(1e-3, optimizer="adam", weight_decay=0.1)

@@ -248,5 +248,5 @@ def test_objectives_resolve_by_name():
   with pytest.raises(ValueError, match=r"valid objectives: \['denoising', 'distill', 'reflow'\]"):
     Experiment.from_config(config, validate=False)
   config.objective = {"name": "distill", "steps": 2}
-  with pytest.raises(ValueError, match=r"parameters: \['num_steps'\]"):
+  with pytest.raises(ValueError, match=r"parameters: \['num_steps', 'loss', 'feature_net', 'feature_weight'\]"):
     Experiment.from_config(config, validate=False)
