@@ -12,11 +12,9 @@ Prints the Markdown table (and writes it to --out, with the rows as JSON beside 
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from launch import cli
 from launch import config_flags_util
@@ -25,13 +23,8 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Workdirs written by launch.trai
 _EVALUATE = flags.DEFINE_bool("evaluate", False, "Evaluate workdirs that have no evaluation.")
 _OUT = flags.DEFINE_string("out", None, "Write the table here (.md; rows beside as .json).")
 _DEFAULT_EVAL = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "eval_flows.py")
-try:
-  _EVAL = config_flags.DEFINE_config_file("eval", _DEFAULT_EVAL, "The eval config.",
-                                          lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as error:
-  _argv = sys.argv + ([] if any(a.startswith("--eval=") for a in sys.argv)
-                      else [f"--eval={_DEFAULT_EVAL}"])
-  sys.exit(config_flags_util.override_error_message(_argv, "eval", error))
+_EVAL = config_flags_util.define_config_file_with_default("eval", _DEFAULT_EVAL,
+                                                          "The eval config.")
 flags.mark_flag_as_required("workdirs")
 
 

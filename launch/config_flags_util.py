@@ -38,6 +38,18 @@ def _last_error_line(message: str) -> str:
   return errors[-1] if errors else lines[-1]
 
 
+def define_config_file_with_default(name: str, default_path: str, help_text: str):
+  """`config_flags.DEFINE_config_file(name, default_path)`, whose `--<name>.<field>=…`
+  overrides ml_collections applies at definition time; a bad one exits with one line."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    return config_flags.DEFINE_config_file(name, default_path, help_text, lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    argv = sys.argv + ([] if any(a.startswith(f"--{name}=") for a in sys.argv)
+                       else [f"--{name}={default_path}"])
+    sys.exit(override_error_message(argv, name, error))
+
+
 def override_error_message(argv: Sequence[str], config_flag: str, error: Exception) -> str:
   """Names the config fields given on the command line that do not exist, and the valid ones."""
   config = _load_config(argv, config_flag)

@@ -10,11 +10,9 @@ See configs/eval.py for the fields and genode/evaluation/evaluate.py for the out
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from launch import cli
 from launch import config_flags_util
@@ -24,13 +22,8 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the one se
                              "validation, else the newest readable).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _DEFAULT_EVAL = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "eval.py")
-try:  # with a default file, ml_collections applies --eval.<field> overrides right here
-  _EVAL = config_flags.DEFINE_config_file("eval", _DEFAULT_EVAL, "The eval config.",
-                                          lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as error:
-  _argv = sys.argv + ([] if any(a.startswith("--eval=") for a in sys.argv)
-                      else [f"--eval={_DEFAULT_EVAL}"])
-  sys.exit(config_flags_util.override_error_message(_argv, "eval", error))
+_EVAL = config_flags_util.define_config_file_with_default("eval", _DEFAULT_EVAL,
+                                                          "The eval config.")
 flags.mark_flag_as_required("workdir")
 
 
