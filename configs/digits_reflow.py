@@ -34,6 +34,8 @@ digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 step
 Reflow: 3000 steps (2rf_edm: 6000) from the teacher's EMA parameters with a fresh Adam
 and EMA, t ~ U[ε, 1], on 16k pairs of the teacher's 35-NFE Heun (the issue's probe); distillation: 2000 steps of
 one-step L2. The teacher's quality to compare with is its Heun 18-step (35 NFE) FD.
+The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
+`genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
 
 from configs import base

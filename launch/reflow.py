@@ -35,7 +35,9 @@ _STEPS = flags.DEFINE_integer("steps", None, "Steps of a fixed-grid solver (defa
 _BATCH = flags.DEFINE_integer("batch_size", None, "Pairs per sampler call (default 512).")
 _SHARD = flags.DEFINE_integer("shard_size", None, "Pairs per shard, a multiple of "
                               "--batch_size (default ≈ 8192).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise z.")
+_SEED = flags.DEFINE_integer("seed", None, "Seed of the noise z (default: 0 for a teacher "
+                             "trained on data, one more than its couplings' seed for a k-RF "
+                             "teacher, so that each reflow round draws fresh noise).")
 _STEP = flags.DEFINE_integer("step", None, "The teacher's checkpoint (default: newest).")
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "The teacher's parameters.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,

@@ -137,6 +137,25 @@ def test_two_rf_and_distill_train_from_couplings_with_init_from(root, tmp_path):
 
 
 @pytest.mark.slow
+def test_couplings_of_a_k_rf_draw_fresh_noise_by_default(root, tmp_path):
+  # pairs_1rf (seed 0) are the 2-RF's training pairs; its couplings with the same z would
+  # be its fit of those pairs again, not its map
+  from genode.reflow import couple  # pylint: disable=g-import-not-at-top
+  config = _student(root, "2rf", num_steps=1)
+  loop.train(config, str(tmp_path / "2rf"))
+  args = dict(num_pairs=8, batch_size=8, shard_size=8, solver="heun", steps=2)
+  couple.couple_workdir(f"{root}/1rf", str(tmp_path / "p1"), **args)
+  couple.couple_workdir(str(tmp_path / "2rf"), str(tmp_path / "p2"), **args)
+  seeds = [Couplings(str(tmp_path / p)).settings.seed for p in ("p1", "p2")]
+  assert seeds == [0, 1]
+  z1, z2 = (Couplings(str(tmp_path / p)).pairs(np.arange(8))["noise"] for p in ("p1", "p2"))
+  np.testing.assert_array_equal(z1, Couplings(f"{root}/pairs_1rf").pairs(np.arange(8))["noise"])
+  assert not np.any(z1 == z2)
+  couple.couple_workdir(str(tmp_path / "2rf"), str(tmp_path / "p0"), seed=0, **args)
+  assert Couplings(str(tmp_path / "p0")).settings.seed == 0  # an explicit seed is kept
+
+
+@pytest.mark.slow
 def test_students_config_is_checked_against_the_couplings(root, tmp_path):
   config = _student(root, "2rf")
   config.data.expected_shape = (8, 8, 1)
