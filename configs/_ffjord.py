@@ -11,6 +11,8 @@ the cnf family has neither):
               of training and of the evaluation's NLL (genode.ffjord.Solve: trace, probe,
               num_probes, solver, num_steps (None = adaptive), rtol, atol, max_steps,
               adjoint). launch.evaluate's nll.trace/rtol/atol override the likelihood ones.
+              kinetic_weight, jacobian_weight: RNODE's λ_K, λ_J (Finlay et al. 2020):
+              training adds λ_K ∫‖f‖² dt + λ_J ∫‖∇f‖_F² dt to −log p(x); 0 = off.
   sampler     solver, steps (None = adaptive at rtol/atol), rtol, atol, max_steps,
               num_samples: training-time sample grids and launch.sample's defaults
 """
@@ -43,6 +45,8 @@ def ffjord_config(*, hidden_dims, activation: str, num_levels: int, train_solver
           max_steps=64)),
       likelihood=ml_collections.ConfigDict(dict(
           solver="dopri5", rtol=1e-5, atol=1e-5, max_steps=4096)),
+      kinetic_weight=0.0,
+      jacobian_weight=0.0,
   ))
   config.cnf.train.num_steps = train_steps
   config.sampler = ml_collections.ConfigDict(dict(

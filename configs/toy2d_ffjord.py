@@ -20,7 +20,16 @@ fixed-step Tsit5 solve (`cnf.train.num_steps`) with the checkpointed adjoint in 
 (genode/ffjord.py says why), and the adaptive Dopri5 solve with the exact trace for the
 evaluation's NLL and the samples. Each run costs ≈590 s of CPU (10 000 steps of ≈0.06 s).
 Measured (WORKSPACE): test NLL 2.783 nats on 8gaussians (the true NLL of the same points
-2.783), 3.569 nats on checkerboard (ln 32 = 3.466).
+2.783), 3.569 nats on checkerboard (ln 32 = 3.466). The checkerboard row continues that
+run for 5000 steps from its EMA parameters (fresh Adam and EMA, cosine from 3e-4; ≈380 s
+of CPU more), to 3.556 nats (0.090 ± 0.006 above ln 32):
+
+  python -m launch.train --config=configs/toy2d_ffjord.py:checkerboard \
+      --workdir=/tmp/genode/toy2d_ffjord_cb_ft --config.init_from.workdir=/tmp/genode/toy2d_ffjord_cb \
+      --config.optim.learning_rate=3e-4 --config.train.num_steps=5000
+
+RNODE's regularizer (Finlay et al. 2020) is `--config.cnf.kinetic_weight=λ_K
+--config.cnf.jacobian_weight=λ_J` (0 = off).
 """
 
 import ml_collections

@@ -68,14 +68,16 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
               num_classes: int, quantization_levels: int = 0) -> ffjord.CNF:
   """A continuous normalizing flow (FFJORD): `config.model` is f(x, t); `config.cnf` has
   time_length, num_levels (256 = dequantize 8-bit data, 0 = continuous), `train` and
-  `likelihood` (`genode.ffjord.Solve` fields); `config.sampler` (`genode.ffjord.CNFSampler`)."""
+  `likelihood` (`genode.ffjord.Solve` fields), kinetic_weight and jacobian_weight (RNODE's
+  λ_K, λ_J; 0 = off); `config.sampler` (`genode.ffjord.CNFSampler`)."""
   del num_classes, quantization_levels  # config.cnf.num_levels says how to dequantize
   model = models_lib.get_model(**fields_of(config.model))
   section = config.cnf
-  unknown = sorted(set(section) - {"time_length", "num_levels", "train", "likelihood"})
+  valid = {"time_length", "num_levels", "train", "likelihood", "kinetic_weight",
+           "jacobian_weight"}
+  unknown = sorted(set(section) - valid)
   if unknown:
-    raise ValueError(f"Unknown config.cnf fields {unknown}; valid: ['likelihood', "
-                     "'num_levels', 'time_length', 'train']")
+    raise ValueError(f"Unknown config.cnf fields {unknown}; valid: {sorted(valid)}")
   solves = {k: ffjord.from_fields(ffjord.Solve, fields_of(section[k]), f"cnf.{k}")
             for k in ("train", "likelihood") if k in section}
   train = solves.get("train", ffjord.CNF.train_solve)
@@ -92,7 +94,9 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
                     likelihood_solve=solves.get("likelihood", ffjord.CNF.likelihood_solve),
                     sampler=ffjord.from_fields(ffjord.CNFSampler, fields_of(config.sampler),
                                               "sampler"),
-                    num_classes=int(getattr(model, "num_classes", 0)))
+                    num_classes=int(getattr(model, "num_classes", 0)),
+                    kinetic_weight=float(section.get("kinetic_weight", 0.0)),
+                    jacobian_weight=float(section.get("jacobian_weight", 0.0)))
 
 
 def build_flow(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],

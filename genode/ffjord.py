@@ -185,6 +185,10 @@ class CNF:
   likelihood_solve: Solve = Solve()  # evaluation: its trace/tolerances are overridden
   sampler: CNFSampler = CNFSampler()
   num_classes: int = 0
+  # RNODE (Finlay et al. 2020, eq. 5): training adds λ_K ∫‖f‖² dt + λ_J ∫‖∇f‖_F² dt to
+  # −log p(x) (per sample, before the division by d); 0 = plain FFJORD.
+  kinetic_weight: float = 0.0
+  jacobian_weight: float = 0.0
 
   name = "cnf"
 
@@ -196,6 +200,9 @@ class CNF:
     if self.num_levels < 0 or self.num_levels == 1:
       raise ValueError(f"cnf.num_levels must be 0 (continuous data) or ≥ 2 (e.g. 256), got "
                        f"{self.num_levels}")
+    for field in ("kinetic_weight", "jacobian_weight"):
+      if not getattr(self, field) >= 0:
+        raise ValueError(f"cnf.{field} must be ≥ 0, got {getattr(self, field)}")
 
   # -- the vector field -------------------------------------------------------
   def drift(self, params) -> Callable:
@@ -222,27 +229,43 @@ class CNF:
     levels = jnp.round((x + 1.0) * ((self.num_levels - 1) / 2.0)).astype(jnp.int32)
     return bits.dequantize(key, levels, num_levels=self.num_levels).astype(x.dtype)
 
+  @property
+  def regularized(self) -> bool:
+    return self.kinetic_weight > 0 or self.jacobian_weight > 0
+
   def objective(self) -> Objective:
     """Maximum likelihood: per-sample loss −log p(x)/d (nats per dimension) of the
     preprocessed batch, through `train_solve` (Hutchinson trace, fixed steps,
-    checkpointed adjoint by default). Metrics: nll_nats, bits_per_dim (quantized data),
-    nfe. The key splits into (dequantization, probe) keys."""
+    checkpointed adjoint by default); with RNODE weights, (−log p(x) + λ_K ∫‖f‖² dt +
+    λ_J ∫‖∇f‖_F² dt)/d, the Frobenius norm estimated by the trace's own probes. Metrics:
+    nll_nats, bits_per_dim (quantized data), nfe, and with RNODE kinetic and
+    jacobian_frobenius (batch means of the two integrals). The key splits into
+    (dequantization, probe) keys."""
     solve, dim = self.train_solve, self.num_dims
 
     def objective(params, batch, key):
       dq_key, probe_key = jax.random.split(key)
       x = self.preprocess(batch["x"], dq_key)
-      logp, info = self.solve_log_likelihood(params, x, probe_key, solve)
+      logp, info = self.solve_log_likelihood(params, x, probe_key, solve,
+                                             regularize=self.regularized)
       metrics = {"nll_nats": -jnp.mean(logp), "nfe": info.nfe.astype(jnp.float32)}
       if self.num_levels:
         metrics["bits_per_dim"] = jnp.mean(bits.bits_per_dim(
             logp, dim, data_scale=2.0, num_levels=self.num_levels))
-      return -logp / dim, metrics
+      loss = -logp
+      if self.regularized:
+        metrics["kinetic"] = jnp.mean(info.kinetic)
+        metrics["jacobian_frobenius"] = jnp.mean(info.jacobian_frobenius)
+        loss = (loss + self.kinetic_weight * info.kinetic
+                + self.jacobian_weight * info.jacobian_frobenius)
+      return loss / dim, metrics
 
     return objective
 
-  def solve_log_likelihood(self, params, x: jax.Array, key: jax.Array | None, solve: Solve):
-    """log p(x) (B,) and `genode.ode.CNFInfo` with the solve settings `solve`."""
+  def solve_log_likelihood(self, params, x: jax.Array, key: jax.Array | None, solve: Solve,
+                           regularize: bool = False):
+    """log p(x) (B,) and `genode.ode.CNFInfo` with the solve settings `solve` (and RNODE's
+    two integrals in it with `regularize`)."""
     if tuple(x.shape[1:]) != tuple(self.data_shape):
       raise ValueError(f"cnf log_likelihood: x has shape {x.shape}, expected (B, "
                        f"{', '.join(map(str, self.data_shape))})")
@@ -253,7 +276,7 @@ class CNF:
         probe=solve.probe, rtol=solve.rtol, atol=solve.atol, solver=solve.solver,
         max_steps=int(solve.max_steps),
         num_steps=None if solve.num_steps is None else int(solve.num_steps),
-        adjoint=solve.adjoint)
+        adjoint=solve.adjoint, regularize=regularize)
 
   # -- sampling ---------------------------------------------------------------
   def sample(self, params, key: jax.Array, num: int, *, solver: str | None = None,
@@ -382,8 +405,10 @@ class CNF:
   def describe(self) -> str:
     s = self.train_solve
     steps = f"{s.num_steps} steps" if s.num_steps is not None else f"adaptive ≤{s.max_steps}"
+    rnode = (f", RNODE λ_K={self.kinetic_weight:g} λ_J={self.jacobian_weight:g}"
+             if self.regularized else "")
     return (f"CNF {type(self.model).__name__} (T={self.time_length:g}; training: {s.trace} "
-            f"trace, {s.solver} {steps}, {s.adjoint} adjoint)")
+            f"trace, {s.solver} {steps}, {s.adjoint} adjoint{rnode})")
 
 
 def _drift(model, params, x, t):

@@ -87,6 +87,29 @@ def test_hutchinson_training_loss_is_unbiased_for_the_exact_one(x64):
     np.testing.assert_allclose(metrics["nll_nats"], -jnp.mean(-2 * loss), rtol=1e-12)
 
 
+def test_rnode_loss_adds_the_weighted_integrals(x64):
+  """With RNODE weights the per-sample loss is (−log p + λ_K ∫‖f‖² + λ_J ∫‖∇f‖_F²)/d of
+  the same solve (same probes); the log-likelihood metrics are the unregularized ones, and
+  weights 0 give FFJORD's loss exactly."""
+  solve = Solve(trace="hutchinson", solver="tsit5", num_steps=4)
+  plain = _family(train_solve=solve)
+  params = _random_params(plain)
+  batch, key = {"x": jax.random.normal(jax.random.key(3), (6, 2), jnp.float64)}, jax.random.key(4)
+  family = dataclasses.replace(plain, kinetic_weight=0.3, jacobian_weight=0.05)
+  loss, metrics = family.objective()(params, batch, key)
+  plain_loss, plain_metrics = plain.objective()(params, batch, key)
+  _, probe_key = jax.random.split(key)
+  logp, info = family.solve_log_likelihood(params, batch["x"], probe_key, solve,
+                                           regularize=True)
+  assert np.all(np.asarray(info.kinetic) > 0) and np.all(np.asarray(info.jacobian_frobenius) > 0)
+  np.testing.assert_allclose(
+      loss, (-logp + 0.3 * info.kinetic + 0.05 * info.jacobian_frobenius) / 2, rtol=1e-12)
+  np.testing.assert_allclose(plain_loss, -logp / 2, rtol=1e-12)
+  np.testing.assert_allclose(metrics["nll_nats"], plain_metrics["nll_nats"], rtol=1e-12)
+  np.testing.assert_allclose(metrics["kinetic"], jnp.mean(info.kinetic), rtol=1e-12)
+  assert "kinetic" not in plain_metrics and "RNODE λ_K=0.3 λ_J=0.05" in family.describe()
+
+
 def test_a_2d_density_integrates_to_one(x64):
   family = _family(time_length=1.0)
   params = _random_params(family, seed=5, scale=0.3)
@@ -220,6 +243,7 @@ def test_bad_input_is_one_clear_line(trained):
       (lambda: Solve(adjoint="magic"), "Unknown adjoint 'magic'"),
       (lambda: Solve(trace="approximate"), "Unknown trace 'approximate'"),
       (lambda: _family(num_levels=1), "num_levels must be 0"),
+      (lambda: _family(jacobian_weight=-1.0), "cnf.jacobian_weight must be ≥ 0, got -1.0"),
       (lambda: family.log_likelihood(None, jnp.zeros((2, 3)), None), "expected (B, 2)"),
   ]
   for fn, match in cases:
@@ -227,6 +251,7 @@ def test_bad_input_is_one_clear_line(trained):
       fn()
   for field, value, match in [("cnf.train.solver", "rk45", "Unknown solver 'rk45' for the cnf"),
                               ("cnf.foo", 1, "Unknown config.cnf fields ['foo']"),
+                              ("cnf.kinetic_weight", -0.5, "cnf.kinetic_weight must be ≥ 0"),
                               ("model.activation", "relu6", "Unknown activation 'relu6'")]:
     config = toy2d_ffjord.get_config("runlocal")
     section, _, name = field.rpartition(".")

@@ -14,6 +14,12 @@ The divergence is exact (one JVP per dimension, for small d) or Hutchinson's est
 εᵀ(∂f/∂x)ε with Rademacher or Gaussian probes ε drawn once per solve from `key` and
 fixed along the trajectory (FFJORD §2.2). Both assume f treats the samples of a batch
 independently (no batch statistics).
+
+With `regularize=True` the state also carries RNODE's two integrals (Finlay et al. 2020,
+"How to train your neural ODE", eq. 5): the kinetic energy ∫‖f‖² dt and the Jacobian's
+squared Frobenius norm ∫‖∇f‖_F² dt, per sample. The exact trace's d JVPs give ‖∇f‖_F²
+exactly (Σᵢ‖J eᵢ‖²); Hutchinson's gives ‖J ε‖², an unbiased estimate for probes with
+E[εεᵀ] = I (RNODE §3.2), from the JVP the divergence already computes.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class CNFInfo(NamedTuple):
   latent: jax.Array  # (B, ...) z = x(t1), the encoding of x
   prior_logp: jax.Array  # (B,) log p_prior(z)
   delta_logp: jax.Array  # (B,) ∫ ∇·f dt (the probe mean for Hutchinson)
+  kinetic: jax.Array | None = None  # (B,) ∫‖f‖² dt (regularize=True), else None
+  jacobian_frobenius: jax.Array | None = None  # (B,) ∫‖∇f‖_F² dt (probe mean), or None
 
 
 def cnf_log_likelihood(drift: Drift, x: jax.Array, t0: float, t1: float,
@@ -53,8 +61,8 @@ def cnf_log_likelihood(drift: Drift, x: jax.Array, t0: float, t1: float,
                        key: jax.Array | None = None, num_probes: int = 1,
                        probe: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                        solver: str = "dopri5", max_steps: int = 4096,
-                       num_steps: int | None = None, adjoint: str = "recursive_checkpoint"
-                       ) -> tuple[jax.Array, CNFInfo]:
+                       num_steps: int | None = None, adjoint: str = "recursive_checkpoint",
+                       regularize: bool = False) -> tuple[jax.Array, CNFInfo]:
   """log p(x) = log p_prior(x(t1)) + ∫_{t0}^{t1} ∇·f dt (FFJORD eq. 4), per sample.
 
   Args:
@@ -76,6 +84,8 @@ def cnf_log_likelihood(drift: Drift, x: jax.Array, t0: float, t1: float,
       training through the solve (the checkpointed adjoint's cost grows with it).
     num_steps: None (adaptive) or a fixed number of equal steps.
     adjoint: a name in `genode.ode.methods.ADJOINTS`.
+    regularize: also integrate RNODE's ∫‖f‖² dt and ∫‖∇f‖_F² dt (`info.kinetic`,
+      `info.jacobian_frobenius`; integrated over t0 → t1, so negative if t1 < t0).
 
   NFE is counted as in `genode.ode.adaptive` (adaptive) or `genode.ode.fixed`.
 
@@ -95,14 +105,19 @@ def cnf_log_likelihood(drift: Drift, x: jax.Array, t0: float, t1: float,
   probes = _probes(key, probe, num_probes, x) if trace == "hutchinson" else None
 
   div0 = jnp.zeros(x.shape[:1] if probes is None else probes.shape[:2], x.dtype)
-  vector_field = _AugmentedODE(drift, probes)
+  y0 = (x, div0) + ((jnp.zeros(x.shape[:1], x.dtype), div0) if regularize else ())
+  vector_field = _AugmentedODE(drift, probes, bool(regularize))
   if num_steps is None:
-    (latent, div), counts = adaptive.solve_adaptive(
-        vector_field, (x, div0), t0, t1, solver=solver, rtol=rtol, atol=atol,
+    y1, counts = adaptive.solve_adaptive(
+        vector_field, y0, t0, t1, solver=solver, rtol=rtol, atol=atol,
         max_steps=max_steps, throw=True, adjoint=adjoint)
   else:
-    (latent, div), counts = fixed.solve_constant_steps(
-        vector_field, (x, div0), t0, t1, num_steps=num_steps, solver=solver, adjoint=adjoint)
+    y1, counts = fixed.solve_constant_steps(
+        vector_field, y0, t0, t1, num_steps=num_steps, solver=solver, adjoint=adjoint)
+  latent, div = y1[:2]
+  kinetic, frobenius = (y1[2], y1[3]) if regularize else (None, None)
+  if frobenius is not None and probes is not None:
+    frobenius = jnp.mean(frobenius, axis=0)
 
   prior = prior_logp(latent)
   stderr = None
@@ -115,12 +130,13 @@ def cnf_log_likelihood(drift: Drift, x: jax.Array, t0: float, t1: float,
       num_accepted_steps=counts.num_accepted_steps,
       num_rejected_steps=counts.num_rejected_steps,
       num_probes=0 if probes is None else num_probes, stderr=stderr, latent=latent,
-      prior_logp=prior, delta_logp=div)
+      prior_logp=prior, delta_logp=div, kinetic=kinetic, jacobian_frobenius=frobenius)
   return prior + div, info
 
 
 class _AugmentedODE(eqx.Module):
-  """d(x, ∫∇·f)/dt = (f, ∇·f) (FFJORD eq. 4).
+  """d(x, ∫∇·f)/dt = (f, ∇·f) (FFJORD eq. 4); with `regularize`, also d/dt of RNODE's
+  ∫‖f‖² and ∫‖∇f‖_F² (per sample; per probe and sample for Hutchinson).
 
   An equinox module, so that diffrax's jit cache recognises a repeated solve (same
   drift, new x or probes) and does not recompile.
@@ -128,35 +144,53 @@ class _AugmentedODE(eqx.Module):
 
   drift: Drift
   probes: jax.Array | None  # (K, B, ...) Hutchinson probes, or None for the exact trace
+  regularize: bool = eqx.field(static=True, default=False)
 
   def __call__(self, t, state, args):
     del args
-    x, _ = state
+    x = state[0]
     t = jnp.asarray(t).astype(x.dtype)
     fn = lambda z: self.drift(z, t)
+    if not self.regularize:
+      if self.probes is None:
+        return exact_divergence(fn, x)
+      return hutchinson_divergence(fn, x, self.probes)
     if self.probes is None:
-      return exact_divergence(fn, x)
-    return hutchinson_divergence(fn, x, self.probes)
+      value, div, frobenius = exact_divergence(fn, x, frobenius=True)
+    else:
+      value, div, frobenius = hutchinson_divergence(fn, x, self.probes, frobenius=True)
+    kinetic = jnp.sum((value * value).reshape(x.shape[0], -1), -1)
+    return value, div, kinetic, frobenius
 
 
-def exact_divergence(fn, x):
-  """fn(x) and ∇·fn per sample, tr(∂fn/∂x) as d JVPs with the basis vectors: (B, ...), (B,)."""
+def exact_divergence(fn, x, frobenius: bool = False):
+  """fn(x) and ∇·fn per sample, tr(∂fn/∂x) as d JVPs with the basis vectors: (B, ...), (B,);
+  with `frobenius`, also ‖∂fn/∂x‖_F² = Σᵢ‖J eᵢ‖² per sample (B,) from the same JVPs."""
   batch, dim = x.shape[0], math.prod(x.shape[1:])
   value, jvp = jax.linearize(fn, x)
   basis = jnp.eye(dim, dtype=x.dtype).reshape((dim, 1) + x.shape[1:])
 
-  def diagonal_entry(e):  # e_iᵀ J e_i for every sample at once
+  def entries(e):  # e_iᵀ J e_i and ‖J e_i‖² for every sample at once
     tangent = jnp.broadcast_to(e, x.shape)
-    return jnp.sum((jvp(tangent) * tangent).reshape(batch, dim), -1)
+    column = jvp(tangent).reshape(batch, dim)
+    return jnp.sum(column * tangent.reshape(batch, dim), -1), jnp.sum(column * column, -1)
 
-  return value, jnp.sum(jax.lax.map(diagonal_entry, basis, batch_size=min(dim, 64)), 0)
+  diagonal, squares = jax.lax.map(entries, basis, batch_size=min(dim, 64))
+  if frobenius:
+    return value, jnp.sum(diagonal, 0), jnp.sum(squares, 0)
+  return value, jnp.sum(diagonal, 0)
 
 
-def hutchinson_divergence(fn, x, probes):
-  """fn(x) and εᵀ(∂fn/∂x)ε for each probe ε: probes (K, B, ...) -> (B, ...), (K, B)."""
+def hutchinson_divergence(fn, x, probes, frobenius: bool = False):
+  """fn(x) and εᵀ(∂fn/∂x)ε for each probe ε: probes (K, B, ...) -> (B, ...), (K, B); with
+  `frobenius`, also ‖(∂fn/∂x)ε‖² (K, B), unbiased for ‖∂fn/∂x‖_F² when E[εεᵀ] = I."""
   value, jvp = jax.linearize(fn, x)
-  products = jax.vmap(jvp)(probes) * probes
-  return value, jnp.sum(products.reshape(probes.shape[:2] + (-1,)), -1)
+  columns = jax.vmap(jvp)(probes)
+  flat = lambda a: a.reshape(probes.shape[:2] + (-1,))
+  div = jnp.sum(flat(columns * probes), -1)
+  if frobenius:
+    return value, div, jnp.sum(flat(columns * columns), -1)
+  return value, div
 
 
 def _probes(key, probe, num_probes, x):
