@@ -13,6 +13,8 @@ Fields:
                   (at most `max_samples`), so that the feature-Fréchet floor (train vs test)
                   and the samples' distance have the same sample-size bias
   max_samples     cap for num_samples = 0
+  repeats         sample sets of num_samples per setting (seed noise of the metrics): > 1
+                  adds per-set values, their mean and sd, and the pooled metric of all sets
   batch_size      samples per jitted sampling call
   grid_samples    samples drawn in each PNG
   solvers         fixed-grid solvers, each run at every entry of `steps` on `grid`
@@ -43,6 +45,7 @@ def get_config(arg=None):
   config.seed = 0
   config.num_samples = 0
   config.max_samples = 10_000
+  config.repeats = 1
   config.batch_size = 500
   config.grid_samples = 64
   config.solvers = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "lms", "lms_data")

@@ -292,3 +292,38 @@ def test_toy_sliced_wasserstein_floor_is_the_score_of_fresh_true_samples():
   assert out["sliced_wasserstein"] == out["sliced_wasserstein_floor"] > 0
   shifted = metric(np.asarray(fresh) + 2.0)
   assert shifted["sliced_wasserstein"] > 3 * shifted["sliced_wasserstein_floor"]
+
+
+@pytest.mark.slow
+def test_repeats_add_per_set_values_and_the_pooled_metric(workdir, first_run, tmp_path):
+  # set 0 of a repeated evaluation is exactly the single evaluation; the pooled value is the
+  # metric of all sets together, scored against the same references
+  config = _eval_config(adaptive_solvers=(), metrics=("sliced_wasserstein", "mmd"), repeats=3)
+  records = evaluate.evaluate_workdir(workdir, config)
+  single = first_run[0][0]["metrics"]
+  m = records[0]["metrics"]
+  assert records[0]["repeats"] == 3 and records[0]["num_samples"] == 64
+  assert m["sliced_wasserstein"] == single["sliced_wasserstein"]
+  assert m["sliced_wasserstein_repeats"][0] == single["sliced_wasserstein"]
+  values = m["sliced_wasserstein_repeats"]
+  assert len(values) == 3 and len(set(values)) == 3  # three different noise draws
+  assert m["sliced_wasserstein_repeat_mean"] == pytest.approx(np.mean(values))
+  assert m["sliced_wasserstein_repeat_sd"] == pytest.approx(np.std(values, ddof=1))
+  assert m["mmd2_pooled"] not in m["mmd2_repeats"]
+  # The pooled value is the scorer's on the concatenated sets.
+  experiment = workdir_lib_restore(workdir)
+  scorer = evaluate._Scorer.build(experiment.experiment, config,
+                                  ("sliced_wasserstein",), 64)
+  family = experiment.experiment.family
+  weights = evaluate.workdir_lib.select_params(experiment.state, "ema")
+  setting = family.sampler_settings(config)[0]
+  x, _ = evaluate._draw_samples(family, weights, setting, 64, config, 3)
+  assert x.shape == (192, 2)
+  assert scorer(x)["sliced_wasserstein"] == pytest.approx(m["sliced_wasserstein_pooled"])
+  with pytest.raises(ValueError, match="repeats must be a positive integer"):
+    evaluate.check_eval_config(_eval_config(repeats=0))
+
+
+def workdir_lib_restore(path):
+  from genode import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return workdir_lib.restore_workdir(path)

@@ -25,6 +25,14 @@ Metrics (METRICS):
 Image samples are quantized to 8 bits (as a PNG would store them) before any feature
 metric. Everything is a pure function of the eval config's seed: the same seed gives the
 same numbers (timings aside). Names are checked before anything is restored or compiled.
+
+Seed noise. A small-sample metric moves between noise draws by more than many of the gaps
+it is asked to show (a 297-sample digits FD: about ±20 %). `repeats = R` draws R disjoint
+sets of `num_samples` (set r from the sampler batches r·B … (r + 1)·B − 1 of the seed, so
+set 0 is exactly what R = 1 draws) and adds, for every headline metric m, `m_repeats`
+(one value per set), `m_repeat_mean`, `m_repeat_sd` and `m_pooled` (the metric of all
+R·num_samples samples together, against the same references and floor). Every model
+evaluated with the same seed sees the same R noise draws, so differences can be paired.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from genode.evaluation import frechet
 from genode.evaluation import inception
 from genode.evaluation import reflow as reflow_eval
 from genode.evaluation import report
+from genode.evaluation import sample_sets as sample_sets_lib
 from genode.evaluation import toy_metrics
 from genode.train.checkpoint import CHECKPOINT_DIR, CheckpointError
 
@@ -58,6 +67,8 @@ METRICS = ("feature_fd", "fid", "sliced_wasserstein", "mmd", "true_log_likelihoo
 _TOY_METRICS = ("sliced_wasserstein", "mmd", "true_log_likelihood")
 PARAMS = ("ema", "raw")
 TRACES = ("auto", "exact", "hutchinson")
+REPEATED_METRICS = ("fid", "feature_fd", "feature_fd_ratio", "sliced_wasserstein", "mmd2",
+                    "true_log_likelihood")
 
 
 # ---------------------------------------------------------------------------
@@ -76,6 +87,10 @@ def check_eval_config(eval_config: ml_collections.ConfigDict, params: str = "ema
     raise ValueError(f"Unknown params {params!r}; valid: {list(PARAMS)}")
   if eval_config.nll.trace not in TRACES:
     raise ValueError(f"Unknown nll.trace {eval_config.nll.trace!r}; valid: {list(TRACES)}")
+  repeats = eval_config.get("repeats", 1)
+  if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+    raise ValueError(f"repeats must be a positive integer (sample sets per setting), got "
+                     f"{repeats!r}")
   return [] if family is None else family.sampler_settings(eval_config)
 
 
@@ -184,17 +199,20 @@ def evaluate_experiment(experiment, weights, eval_config: ml_collections.ConfigD
               or getattr(s, "sigmas", None) is not None]  # stored grids need their workdir
   metrics = resolve_metrics(eval_config, dataset)
   num = _num_samples(eval_config, dataset)
+  repeats = int(eval_config.get("repeats", 1))
   base = dict(extra or {}, dataset=getattr(dataset, "name", "?"), seed=int(eval_config.seed),
               genode_version=genode.__version__, num_samples=num)
+  if repeats > 1:
+    base["repeats"] = repeats
   logging.info("Evaluating %d sampler settings × metrics %s → %s", len(settings), metrics,
                out_dir)
   scorer = _Scorer.build(experiment, eval_config, metrics, num)
   os.makedirs(out_dir, exist_ok=True)
   records = []
   for setting in settings:
-    x, run = _draw_samples(family, weights, setting, num, eval_config)
+    x, run = _draw_samples(family, weights, setting, num, eval_config, repeats)
     record = dict(base, kind="samples", name=setting.name, sampler=setting.describe(), **run)
-    record["metrics"] = scorer(x)
+    record["metrics"] = scorer.repeated(x, num)
     images_lib.save_samples(os.path.join(out_dir, setting.name + ".png"),
                             x[:eval_config.grid_samples], getattr(dataset, "to_uint8", None))
     _write_json(os.path.join(out_dir, setting.name + ".json"), record)
@@ -258,31 +276,24 @@ def _plain(value):
 # ---------------------------------------------------------------------------
 
 
-def _draw_samples(family, weights, setting, num: int, eval_config):
-  """`num` samples (num, *shape) in batches of the same size, and the run's costs.
-
-  Batch i uses key fold_in(key(seed), i); a conditional model gets labels 0…K−1 cycling.
-  """
+def _draw_samples(family, weights, setting, num: int, eval_config, repeats: int = 1):
+  """`repeats` sets of `num` samples (see `sample_sets_lib.sample_sets`) and the run's costs; a conditional
+  model gets labels 0…K−1 cycling."""
   batch = min(int(eval_config.batch_size), num)
   fn, setting_record = family.setting_sampler(setting, batch)
   labels = family.grid_labels(batch)
-  root = jax.random.key(int(eval_config.seed))
   start = time.perf_counter()
-  compiled = fn.lower(weights, root, labels).compile()
+  compiled = fn.lower(weights, jax.random.key(0), labels).compile()
   compile_s = time.perf_counter() - start
-  out, nfe = [], []
-  finite = True
   start = time.perf_counter()
-  for i in range(math.ceil(num / batch)):
-    x, info = compiled(weights, jax.random.fold_in(root, i), labels)
-    out.append(np.asarray(x))
-    nfe.append(int(info.nfe))
-    finite &= bool(info.finite)
+  x, infos = sample_sets_lib.sample_sets(lambda key: compiled(weights, key, labels), num, batch, repeats,
+                         eval_config.seed)
   sample_s = time.perf_counter() - start
-  x = np.concatenate(out)[:num]
-  return x, dict(nfe=float(np.mean(nfe)), nfe_max=int(max(nfe)), finite=finite,
+  nfe = [int(info.nfe) for info in infos]
+  return x, dict(nfe=float(np.mean(nfe)), nfe_max=int(max(nfe)),
+                 finite=all(bool(info.finite) for info in infos),
                  **setting_record, compile_s=compile_s, sample_s=sample_s,
-                 samples_per_s=num / max(sample_s, 1e-9))
+                 samples_per_s=len(x) / max(sample_s, 1e-9))
 
 
 # ---------------------------------------------------------------------------
@@ -316,6 +327,26 @@ class _Scorer:
     for fn in self.functions:
       result.update(fn(x))
     return result
+
+  def repeated(self, x, num: int) -> dict:
+    """The metrics of the first `num` samples of `x`; when `x` holds R > 1 sets of `num`,
+    also each REPEATED_METRICS entry's per-set values, their mean and sd, and its value on
+    all of `x` (module docstring)."""
+    first = self(x[:num])
+    repeats = len(x) // num
+    if repeats == 1:
+      return first
+    sets = [first] + [self(x[r * num:(r + 1) * num]) for r in range(1, repeats)]
+    pooled = self(x)
+    for name in REPEATED_METRICS:
+      values = [s.get(name) for s in sets]
+      if any(not isinstance(v, (int, float, np.floating)) for v in values):
+        continue  # absent or skipped
+      first[f"{name}_repeats"] = [float(v) for v in values]
+      first[f"{name}_repeat_mean"] = float(np.mean(values))
+      first[f"{name}_repeat_sd"] = float(np.std(values, ddof=1))
+      first[f"{name}_pooled"] = float(pooled[name])
+    return first
 
 
 def _skipped_without_data(metric: str, build: Callable[[], Callable]) -> Callable:

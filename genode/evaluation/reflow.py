@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from genode import data as data_lib
 from genode import images as images_lib
+from genode.evaluation import sample_sets
 from genode.reflow.dataset import Couplings
 from genode.reflow.rf_time import rf_time_sigmas
 from genode.reflow.straightness import rf_trajectory, trajectory_straightness
@@ -61,26 +61,22 @@ def reference_experiment(experiment):
   return dataclasses.replace(experiment, dataset=reference), dataset
 
 
-def _euler_rf(family, weights, num_steps: int, num: int, eval_config):
-  """`num` samples of `num_steps` Euler steps on the RF-time grid, batches as
-  `evaluate._draw_samples` draws them (batch i: key fold_in(key(seed), i))."""
+def _euler_rf(family, weights, num_steps: int, num: int, eval_config, repeats: int = 1):
+  """`repeats` sets of `num` samples of `num_steps` Euler steps on the RF-time grid, drawn
+  as `sample_sets.sample_sets` draws every setting's."""
   batch = min(int(eval_config.batch_size), num)
   sigmas = rf_time_sigmas(num_steps, family.sigma_range[1])
   fn = jax.jit(lambda p, key, labels: family.sample(p, key, batch, solver="euler",
                                                     sigmas=sigmas, class_labels=labels))
   labels = family.grid_labels(batch)
-  root = jax.random.key(int(eval_config.seed))
   start = time.perf_counter()
-  out = []
-  for i in range(math.ceil(num / batch)):
-    x, _ = fn(weights, jax.random.fold_in(root, i), labels)
-    out.append(np.asarray(x))
+  x, _ = sample_sets.sample_sets(lambda key: fn(weights, key, labels), num, batch, repeats,
+                              eval_config.seed)
   seconds = time.perf_counter() - start
-  x = np.concatenate(out)[:num]
   return x, dict(nfe=float(num_steps), nfe_max=int(num_steps),
                  finite=bool(np.all(np.isfinite(x))), sigma_max=float(sigmas[0]),
                  sigma_min=float(sigmas[-2]), compile_s=None, sample_s=seconds,
-                 samples_per_s=num / max(seconds, 1e-9))
+                 samples_per_s=len(x) / max(seconds, 1e-9))
 
 
 def straightness(family, weights, eval_config) -> tuple[dict, object]:
@@ -105,10 +101,13 @@ def straightness(family, weights, eval_config) -> tuple[dict, object]:
   return record, trajectory
 
 
-def _teacher_record(couplings: Couplings, scorer, num: int, base: dict) -> dict:
-  """The teacher's stored endpoints, scored like samples (its many-step quality)."""
+def _teacher_record(couplings: Couplings, scorer, num: int, base: dict,
+                    repeats: int = 1) -> dict:
+  """The teacher's stored endpoints, scored like samples (its many-step quality): its first
+  `repeats`·`num` pairs (fewer sets when it has fewer pairs)."""
   n = min(num, couplings.settings.num_pairs)
-  x = couplings.pairs(np.arange(n))["x"]
+  sets = max(1, min(repeats, couplings.settings.num_pairs // n))
+  x = couplings.pairs(np.arange(n * sets))["x"]
   manifest = couplings.manifest
   sampler = dict(manifest["settings"]["sampler"])
   nfe = (manifest.get("nfe_per_batch") or {}).get("mean")
@@ -117,7 +116,8 @@ def _teacher_record(couplings: Couplings, scorer, num: int, base: dict) -> dict:
                            steps=sampler.get("steps"), tol=sampler.get("rtol")),
               nfe=float(nfe) if nfe is not None else float("nan"), nfe_max=None,
               finite=bool(np.all(np.isfinite(x))), samples_per_s=None,
-              teacher=couplings.teacher, couplings=couplings.path, metrics=scorer(x))
+              teacher=couplings.teacher, couplings=couplings.path,
+              metrics=scorer.repeated(x, n))
 
 
 def _teacher_trajectory(couplings: Couplings, eval_config):
@@ -136,24 +136,26 @@ def _teacher_trajectory(couplings: Couplings, eval_config):
 def rf_records(experiment, weights, eval_config, out_dir: str, scorer, base: dict,
                write_json, couplings: Couplings | None = None) -> list[dict]:
   """The rows of the module docstring; writes their .json (`write_json(path, record)`)
-  and .png files in `out_dir`. `scorer`: samples → metrics (the evaluation's)."""
+  and .png files in `out_dir`. `scorer`: the evaluation's (samples → metrics, and its
+  `repeated` for `base["repeats"]` sets)."""
   family, dataset, cfg = experiment.family, experiment.dataset, eval_config.rf
   num = int(base["num_samples"])
+  repeats = int(base.get("repeats", 1))
   to_uint8 = getattr(dataset, "to_uint8", None)
   records = []
   for steps in cfg.euler_steps:
     name = f"euler_rf{int(steps)}"
-    x, run = _euler_rf(family, weights, int(steps), num, eval_config)
+    x, run = _euler_rf(family, weights, int(steps), num, eval_config, repeats)
     record = dict(base, kind="samples", name=name, sampler=dict(
         solver="euler", grid="rf_time", steps=int(steps), tol=None), **run)
-    record["metrics"] = scorer(x)
+    record["metrics"] = scorer.repeated(x, num)
     images_lib.save_samples(os.path.join(out_dir, name + ".png"), x[:eval_config.grid_samples],
                             to_uint8)
     write_json(os.path.join(out_dir, name + ".json"), record)
     logging.info("%s: %s", name, record["metrics"])
     records.append(record)
   if couplings is not None and cfg.teacher_row:
-    record = _teacher_record(couplings, scorer, num, base)
+    record = _teacher_record(couplings, scorer, num, base, repeats)
     write_json(os.path.join(out_dir, "teacher_couplings.json"), record)
     records.append(record)
   if cfg.straightness_samples:

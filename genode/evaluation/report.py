@@ -13,6 +13,9 @@ import numpy as np
 HEADLINE_METRICS = ("fid", "feature_fd", "sliced_wasserstein")
 _COLUMNS = ("fid", "feature_fd", "feature_fd_ratio", "sliced_wasserstein", "mmd2",
             "true_log_likelihood")
+# With eval.repeats > 1: the headline metrics' mean and sd over the sets, and pooled.
+_REPEAT_COLUMNS = tuple(f"{m}_{s}" for m in HEADLINE_METRICS
+                        for s in ("repeat_mean", "repeat_sd", "pooled"))
 
 
 def headline_metric(records: list[dict]) -> str | None:
@@ -35,7 +38,8 @@ def markdown_table(records: list[dict]) -> str:
   """One row per sampler setting (sorted by solver, then NFE), then the likelihood line."""
   samples = sorted((r for r in records if r.get("kind") == "samples"),
                    key=lambda r: (r["sampler"]["solver"], r["nfe"], r["name"]))
-  columns = [c for c in _COLUMNS if any(r["metrics"].get(c) is not None for r in samples)]
+  columns = [c for c in _COLUMNS + _REPEAT_COLUMNS
+             if any(r["metrics"].get(c) is not None for r in samples)]
   # The sampler's fields that some setting has (an ODE's grid/steps/tol, a flow's T).
   fields = [f for f in ("grid", "steps", "tol", "temperature")
             if any(r["sampler"].get(f) is not None for r in samples)]
