@@ -170,15 +170,14 @@ def exact_divergence(fn, x, frobenius: bool = False):
   value, jvp = jax.linearize(fn, x)
   basis = jnp.eye(dim, dtype=x.dtype).reshape((dim, 1) + x.shape[1:])
 
-  def entries(e):  # e_iᵀ J e_i and ‖J e_i‖² for every sample at once
+  def entries(e):  # e_iᵀ J e_i (and ‖J e_i‖²) for every sample at once
     tangent = jnp.broadcast_to(e, x.shape)
     column = jvp(tangent).reshape(batch, dim)
-    return jnp.sum(column * tangent.reshape(batch, dim), -1), jnp.sum(column * column, -1)
+    diagonal = jnp.sum(column * tangent.reshape(batch, dim), -1)
+    return (diagonal, jnp.sum(column * column, -1)) if frobenius else (diagonal,)
 
-  diagonal, squares = jax.lax.map(entries, basis, batch_size=min(dim, 64))
-  if frobenius:
-    return value, jnp.sum(diagonal, 0), jnp.sum(squares, 0)
-  return value, jnp.sum(diagonal, 0)
+  sums = [jnp.sum(a, 0) for a in jax.lax.map(entries, basis, batch_size=min(dim, 64))]
+  return (value, *sums)
 
 
 def hutchinson_divergence(fn, x, probes, frobenius: bool = False):
