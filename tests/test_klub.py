@@ -118,6 +118,9 @@ def test_klub_bad_input():
   with pytest.raises(ValueError, match="no feature_fn or reference"):
     schedules.optimize_sigmas(lambda x, s: x, 0, 4, "euler", data=data,
                               feature_fn=lambda x: x, **kwargs)
+  with pytest.raises(ValueError, match="for objective 'klub' only"):
+    schedules.optimize_sigmas(lambda x, s: x, 0, 4, "euler", data=data, sigma_min=S_MIN,
+                              sigma_max=S_MAX, shape=(2, 1))
   with pytest.raises(ValueError, match="num_nodes"):
     schedules.optimize_sigmas(lambda x, s: x, 0, 4, "euler", data=data, klub_nodes=0,
                               **kwargs)

@@ -303,6 +303,9 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
     raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
   dtype = jnp.dtype(dtype or jnp.result_type(float))
   initial = _initial_grid(init, num_steps, sigma_min, sigma_max, rho)
+  if data is not None and objective != "klub":
+    raise ValueError(f"data= (training-split examples) is for objective 'klub' only, not "
+                     f"{objective!r}")
   if objective == "klub":
     if feature_fn is not None or reference is not None:
       raise ValueError("objective 'klub' compares no solve with a reference: it takes no "
