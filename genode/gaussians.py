@@ -84,6 +84,19 @@ class Gaussian:
     prior = -0.5 * jnp.sum(x_t**2, -1) / sigma_max**2 - 0.5 * d * jnp.log(2 * jnp.pi * sigma_max**2)
     return prior + self.flow_log_det(sigma_min, sigma_max)
 
+  def klub(self, positive):
+    """AYS's KL upper bound (nats; `genode.sampling.klub`) of a grid σ_0 > … > σ_{n−1} > 0.
+
+    With D(x; t) − D(x_{σ_i}; σ_i) Gaussian under the forward process, each eigenvalue λ
+    and interval [s, T] = [σ_{i+1}, σ_i] contribute ∫_s^T λ²(T² − t²)/(t³(λ + t²)(λ + T²)) dt
+    = ½(y − log(1 + y)), y = λ(1/s² − 1/T²)/(1 + λ/T²) ≥ 0, zero only for s = T.
+    """
+    positive = jnp.asarray(positive)
+    big, small = positive[:-1, None] ** 2, positive[1:, None] ** 2
+    lam = self.eigenvalues[None]
+    y = lam * (1 / small - 1 / big) / (1 + lam / big)
+    return 0.5 * jnp.sum(y - jnp.log1p(y))
+
   def sample(self, key, num: int, sigma=0.0):
     """Samples of N(μ, Σ + σ²I)."""
     z = jax.random.normal(key, (num, self.dim), self.mean.dtype)

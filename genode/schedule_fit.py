@@ -4,7 +4,9 @@
 on its denoiser and stores the record with `genode.schedule_store.save_grid` (only at the
 end: a refused or failed run writes nothing). Objectives: those of `optimize_sigmas`, and
 "feature": the data-space objective on the dataset's feature-net features
-(`genode.evaluation.feature_net`, digits and MNIST). `optimize_closed_form` does the same
+(`genode.evaluation.feature_net`, digits and MNIST). "klub" (AYS's KL upper bound) is
+estimated on rows of the TRAINING split (`training_rows`: training batch 0 of the seed),
+never on the test split that the evaluation scores. `optimize_closed_form` does the same
 for the sampler benchmark's closed-form problems (`genode.gaussians`), in float64.
 """
 
@@ -52,21 +54,29 @@ def optimize_denoiser(denoiser, shape, solver: str, steps: int, *, sigma_min: fl
                       num_train: int = 256, num_holdout: int = 256, seed: int = 0,
                       num_iterations: int = 100, learning_rate: float = 0.05,
                       batch_size: int | None = None, reference_tol: float = 1e-5,
-                      reference=None, dtype=None) -> dict:
+                      reference=None, dtype=None, data=None, klub_nodes: int = 4) -> dict:
   """`optimize_sigmas` for D(x; σ) on x of `shape` (no batch axis); the record to store.
 
   Training and held-out noises come from independent keys of `seed`; the record holds
   the grid, the objective before/after (training and held-out), wall and CPU seconds.
+  "klub" needs `data`: num_train + num_holdout training-split rows (the last num_holdout
+  held out).
   """
   if objective not in OBJECTIVES:
     raise ValueError(f"Unknown objective {objective!r}; valid objectives: {list(OBJECTIVES)}")
   if objective == "feature" and feature_fn is None:
     raise ValueError("objective 'feature' needs a feature network (image datasets with one: "
                      "digits, mnist)")
+  klub = {}
+  if objective == "klub":
+    if data is None or len(data) != num_train + num_holdout:
+      raise ValueError(f"objective 'klub' needs data: {num_train} + {num_holdout} "
+                       "training-split rows")
+    klub, reference = dict(data=data, klub_nodes=klub_nodes), None
   wall, cpu = time.perf_counter(), _cpu_seconds()
   result = schedules.optimize_sigmas(
       denoiser, jax.random.key(seed), steps, solver, sigma_min=sigma_min, sigma_max=sigma_max,
-      shape=(num_train,) + tuple(shape), holdout=num_holdout, reference=reference,
+      shape=(num_train,) + tuple(shape), holdout=num_holdout, reference=reference, **klub,
       reference_tol=reference_tol, objective="mse" if objective == "feature" else objective,
       feature_fn=feature_fn if objective == "feature" else None,
       num_iterations=num_iterations, learning_rate=learning_rate, batch_size=batch_size,
@@ -79,6 +89,7 @@ def optimize_denoiser(denoiser, shape, solver: str, steps: int, *, sigma_min: fl
       holdout_before=result.holdout_before, holdout_after=result.holdout_after,
       num_train=num_train, num_holdout=num_holdout, seed=seed, num_iterations=num_iterations,
       learning_rate=learning_rate, batch_size=batch_size, reference_tol=reference_tol,
+      **({"klub_nodes": klub_nodes, "data": "training split"} if klub else {}),
       optimize_seconds=result.seconds, reference_seconds=result.reference_seconds,
       wall_seconds=time.perf_counter() - wall, cpu_seconds=_cpu_seconds() - cpu)
 
@@ -104,6 +115,9 @@ def optimize_workdir(workdir: str, solver: str, steps: int, *, step: int | None 
   if family.sampler.coordinates != "sigma":
     raise ValueError("optimize_schedule fits grids for sampler.coordinates='sigma' only")
   feature_fn = feature_map(experiment.dataset) if objective == "feature" else None
+  if objective == "klub":
+    kwargs["data"] = training_rows(experiment.dataset, kwargs.get("num_train", 256)
+                                   + kwargs.get("num_holdout", 256), kwargs.get("seed", 0))
   restored = workdir_lib.restore_workdir(workdir, step)
   weights = jax.tree.map(jnp.asarray, workdir_lib.select_params(restored.state, params))
   sigma_min, sigma_max = family.sigma_range
@@ -116,6 +130,11 @@ def optimize_workdir(workdir: str, solver: str, steps: int, *, step: int | None 
   if write:
     record["path"] = schedule_store.save_grid(workdir, record)
   return record
+
+
+def training_rows(dataset, num: int, seed: int) -> np.ndarray:
+  """`num` distinct rows of the TRAINING split (training batch 0 of `seed`), in model space."""
+  return np.asarray(dataset.train_batch(seed, 0, num)["x"])
 
 
 def _check_solver(solver: str) -> None:
@@ -155,6 +174,17 @@ def closed_form_problem(name: str, sigma_min: float = 0.002, sigma_max: float = 
   raise ValueError(f"Unknown closed-form problem {name!r}; valid: {list(CLOSED_FORM)}")
 
 
+def closed_form_data(name: str, num: int, seed: int = 0) -> jax.Array:
+  """`num` data samples of a closed-form problem (for "klub"), from key(seed + 1)."""
+  from genode import gaussians  # pylint: disable=g-import-not-at-top
+  key = jax.random.key(seed + 1)
+  if name == "gaussian64":
+    return gaussians.Gaussian.random(jax.random.key(0), 64).sample(key, num)
+  if name == "ring":
+    return gaussians.GaussianMixture.ring().sample(key, num)
+  raise ValueError(f"Unknown closed-form problem {name!r}; valid: {list(CLOSED_FORM)}")
+
+
 def optimize_closed_form(name: str, solver: str, steps: int, out: str, *,
                          objective: str = "mse", **kwargs) -> dict:
   """`optimize_denoiser` on a closed-form problem in float64; writes the record to `out`."""
@@ -164,6 +194,9 @@ def optimize_closed_form(name: str, solver: str, steps: int, out: str, *,
                      f"closed-form problems: {list(schedules.OBJECTIVES)}")
   with jax.enable_x64(True):
     denoiser, flow, shape = closed_form_problem(name)
+    if objective == "klub":
+      kwargs["data"] = closed_form_data(name, kwargs.get("num_train", 256)
+                                        + kwargs.get("num_holdout", 256), kwargs.get("seed", 0))
     record = optimize_denoiser(denoiser, shape, solver, steps, sigma_min=0.002,
                                sigma_max=80.0, objective=objective, reference=flow,
                                dtype=jnp.float64, **kwargs)

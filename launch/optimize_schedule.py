@@ -3,11 +3,13 @@
   python -m launch.optimize_schedule --workdir=/tmp/genode_main --solver=dpmpp_2m --steps=5
   python -m launch.optimize_schedule --workdir=W --solver=heun --steps=6 --objective=feature
   python -m launch.optimize_schedule --problem=ring --solver=lms_data --steps=10 --out=/tmp/g.json
+  python -m launch.optimize_schedule --workdir=W --solver=dpmpp_2m --steps=10 --objective=klub
 
 The grid goes to <workdir>/schedules/<solver>_<steps>.json (see genode/schedule_store.py, genode/schedule_fit.py),
 which `launch.sample --grid=optimized` and `launch.evaluate` (eval.optimized_grids) load.
 Deterministic given --seed. Objectives: mse (data space, after the final denoise),
-mse_at_sigma_min, feature (the dataset's feature net: digits, mnist).
+mse_at_sigma_min, feature (the dataset's feature net: digits, mnist), klub (Align Your
+Steps' KL upper bound, on forward-noised training-split rows: num_train + num_holdout).
 """
 
 import json
@@ -25,7 +27,9 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: newest rea
 _PARAMS = flags.DEFINE_enum("params", "ema", ["ema", "raw"], "EMA or raw parameters.")
 _SOLVER = flags.DEFINE_string("solver", "dpmpp_2m", "A fixed-grid deterministic solver.")
 _STEPS = flags.DEFINE_integer("steps", None, "Grid steps n (n σ's then 0).")
-_OBJECTIVE = flags.DEFINE_string("objective", "mse", "mse | mse_at_sigma_min | feature.")
+_OBJECTIVE = flags.DEFINE_string("objective", "mse",
+                                 "mse | mse_at_sigma_min | feature | klub.")
+_KLUB_NODES = flags.DEFINE_integer("klub_nodes", 4, "klub: Gauss–Legendre nodes per interval.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 256, "Training noises.")
 _NUM_HOLDOUT = flags.DEFINE_integer("num_holdout", 256, "Held-out noises.")
 _ITERATIONS = flags.DEFINE_integer("num_iterations", 100, "Adam steps.")
@@ -44,7 +48,7 @@ def main(argv):
   kwargs = dict(objective=_OBJECTIVE.value, num_train=_NUM_TRAIN.value,
                 num_holdout=_NUM_HOLDOUT.value, seed=_SEED.value,
                 num_iterations=_ITERATIONS.value, learning_rate=_LR.value,
-                batch_size=_BATCH.value)
+                batch_size=_BATCH.value, klub_nodes=_KLUB_NODES.value)
   if (_WORKDIR.value is None) == (_PROBLEM.value is None):
     raise ValueError("Pass exactly one of --workdir (a trained run) and --problem "
                      f"(a closed-form denoiser: {list(schedule_fit.CLOSED_FORM)})")

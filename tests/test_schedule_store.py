@@ -139,3 +139,19 @@ def test_training_with_the_optimized_grid_is_refused_before_it_starts(tmp_path):
   with pytest.raises(ValueError, match="'optimized' grid is stored in a workdir"):
     loop.train(config, workdir)
   assert not os.path.exists(workdir)  # refused before the workdir is touched
+
+
+def test_klub_grid_of_a_workdir(trained):
+  """objective="klub": AYS's bound on training-split rows; no reference solve, no file
+  written with write=False."""
+  workdir, _ = trained
+  before = _files(workdir)
+  record = schedule_fit.optimize_workdir(workdir, "euler", 3, objective="klub", num_train=16,
+                                           num_holdout=8, num_iterations=2, write=False)
+  assert record["objective"] == "klub" and record["data"] == "training split"
+  assert record["reference_seconds"] == 0 and "path" not in record
+  assert 0 < record["objective_after"] <= record["objective_before"]  # the best iterate
+  assert np.isfinite(record["holdout_before"]) and np.isfinite(record["holdout_after"])
+  sigmas = np.asarray(record["sigmas"])
+  assert sigmas.shape == (4,) and sigmas[-1] == 0 and np.all(np.diff(sigmas) < 0)
+  assert _files(workdir) == before

@@ -18,7 +18,10 @@ i.e. at Karras exactly.
 Objective: the mean squared error (over samples and dimensions) of the N-step output
 against the reference, in data space after the final denoise ("mse", the default) or at
 σ_min before it ("mse_at_sigma_min"), optionally of features `feature_fn(x)` of both (a
-feature network for images). Adam minimises its log (the same minimiser, better scaled).
+feature network for images); or ("klub") Align Your Steps' KL upper bound between the
+continuous generative SDE and its discretisation on the grid (`genode.sampling.klub`),
+estimated on forward-noised data examples (`data`: the training split; no reference solve,
+no starting noises). Adam minimises its log (the same minimiser, better scaled).
 
 Solvers: the deterministic fixed-grid ones (`TRACED_SOLVERS`); the solve is `sample`'s
 (genode.ode's one `diffrax.diffeqsolve`, differentiated by diffrax's default
@@ -38,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genode.sampling import klub as klub_lib
 from genode.sampling.grids import append_zero, check_sigmas, karras_sigmas, loglinear_sigmas
 from genode.sampling.methods import get_solver
 from genode.sampling.sampler import sample
@@ -46,7 +50,7 @@ Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
 OPTIMIZED_GRID = "optimized"  # the grid name of a stored optimized grid (genode.schedule_store)
 TRACED_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_taylor", "lms_data")
-OBJECTIVES = ("mse", "mse_at_sigma_min")
+OBJECTIVES = ("mse", "mse_at_sigma_min", "klub")
 INITS = ("karras", "loglinear")
 
 
@@ -59,7 +63,7 @@ class ScheduleResult(NamedTuple):
   num_steps: int  # positive σ's (= steps, the last one to σ = 0)
   nfe: int  # denoiser calls of one solve on this grid
   objective: str
-  train_before: float  # objective on the training noises, initial grid
+  train_before: float  # objective on the training noises (klub: data rows), initial grid
   train_after: float  # … on the optimized grid
   holdout_before: float  # objective on held-out noises (never seen), initial grid
   holdout_after: float  # … on the optimized grid
@@ -207,26 +211,66 @@ def _starting_noise(noise, holdout, shape, dtype):
   return train, holdout
 
 
+def _reference_batches(denoiser, noise, holdout, shape, dtype, reference, *, sigma_min,
+                       sigma_max, objective, tol):
+  """((x_T, target) training, (x_T, target) held-out, seconds of the reference solves)."""
+  train_noise, holdout_noise = _starting_noise(noise, holdout, shape, dtype)
+  x_train, x_holdout = sigma_max * train_noise, sigma_max * holdout_noise
+  start = time.perf_counter()
+  if isinstance(reference, (tuple, list)):  # precomputed x(σ_min) of (train, holdout)
+    if len(reference) != 2 or any(jnp.shape(r) != x.shape for r, x in
+                                  zip(reference, (x_train, x_holdout))):
+      raise ValueError("A precomputed reference is (x(σ_min) of the training noises, "
+                       f"x(σ_min) of the held-out noises), shapes {x_train.shape} and "
+                       f"{x_holdout.shape}")
+    references = [lambda x, r=r: r for r in reference]
+  else:
+    references = [reference, reference]
+  ref = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective, tol=tol)
+  target_train = reference_solve(denoiser, x_train, reference=references[0], **ref)
+  target_holdout = reference_solve(denoiser, x_holdout, reference=references[1], **ref)
+  return (x_train, target_train), (x_holdout, target_holdout), time.perf_counter() - start
+
+
+def _klub_batches(noise, data, holdout, dtype):
+  """((x0, ε, ε′) training, (x0, ε, ε′) held-out): data rows and their KLUB draws."""
+  if data is None:
+    raise ValueError("objective 'klub' needs data=<(B, ...) training-split examples>: the "
+                     "bound is an expectation over forward-noised data")
+  if not (isinstance(noise, int) or (isinstance(noise, jax.Array)
+                                     and jnp.issubdtype(noise.dtype, jax.dtypes.prng_key))):
+    raise ValueError("With objective 'klub', `noise` is a PRNG key or int seed (of the "
+                     "forward-noising draws), not an array of starting noises")
+  key = jax.random.key(noise) if isinstance(noise, int) else noise
+  train, held = _starting_noise(jnp.asarray(data, dtype), holdout, None, dtype)
+  train_key, holdout_key = jax.random.split(key)
+  return ((train,) + klub_lib.klub_noise(train_key, train.shape, dtype),
+          (held,) + klub_lib.klub_noise(holdout_key, held.shape, dtype))
+
+
 def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dpmpp_2m", *,
                     sigma_min: float, sigma_max: float, shape=None, holdout=None,
                     reference: Callable | tuple | None = None, reference_tol: float = 1e-6,
                     objective: str = "mse", feature_fn: Callable | None = None,
                     num_iterations: int = 200, learning_rate: float = 0.05,
                     batch_size: int | None = None, seed: int = 0, init="karras",
-                    rho: float = 7.0, dtype=None, **options) -> ScheduleResult:
+                    rho: float = 7.0, dtype=None, data=None, klub_nodes: int = 4,
+                    **options) -> ScheduleResult:
   """Fits the σ grid of an n-step solve to a tight reference solve (AYS-style, by gradients).
 
   Args:
     denoiser: D(x; σ), JAX-traceable; x (B, ...), σ a scalar.
     noise: the starting noises, unit variance (x_T = σ_max·noise): an array (B, ...), or
       a PRNG key / int seed from which `shape` training and `holdout` held-out noises are
-      drawn (independent keys).
+      drawn (independent keys). With objective "klub": the key / seed of the
+      forward-noising draws of `data` (training and held-out rows: independent keys).
     num_steps: n, as in `get_sigmas(grid, n)`: n positive σ's, then a final 0.
     solver: one of `TRACED_SOLVERS`.
     sigma_min, sigma_max: the fixed endpoints of the positive σ's.
     shape: (B, ...) of the training noises, when `noise` is a key.
     holdout: held-out noises: an array (H, ...); with an array `noise`, an int k holds out
-      its last k rows; with a key, their number (default B).
+      its last k rows; with a key, their number (default B). With "klub": held-out data
+      rows (an array, or an int k: the last k rows of `data`).
     reference: x_T (B, ...) → the exact x(σ_min) (e.g. a closed-form flow), or the
       precomputed pair (x(σ_min) of the training noises, … of the held-out ones); default
       the Dopri5 solve at rtol = atol = `reference_tol`. Computed once, before iterating.
@@ -237,7 +281,10 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
     seed: seeds the minibatches. The result is a function of the arguments.
     init: "karras" (EDM eq. 5 with `rho`), "loglinear", or an explicit (n,)/(n + 1,) grid.
     dtype: of the noises and the solve (default: JAX's default float).
-    **options: the solver's options.
+    data: objective "klub" only: data examples (B, ...) from the TRAINING split (never the
+      test split: the fitted grid is evaluated there).
+    klub_nodes: Gauss–Legendre nodes per interval of the KLUB's time integral.
+    **options: the solver's options (not used by "klub", which runs no solve).
 
   Returns:
     A `ScheduleResult`; its `sigmas` (n + 1,) are the iterate with the lowest training
@@ -256,53 +303,58 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
     raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
   dtype = jnp.dtype(dtype or jnp.result_type(float))
   initial = _initial_grid(init, num_steps, sigma_min, sigma_max, rho)
-  train_noise, holdout_noise = _starting_noise(noise, holdout, shape, dtype)
-  x_train, x_holdout = sigma_max * train_noise, sigma_max * holdout_noise
+  if data is not None and objective != "klub":
+    raise ValueError(f"data= (training-split examples) is for objective 'klub' only, not "
+                     f"{objective!r}")
+  if objective == "klub":
+    if feature_fn is not None or reference is not None:
+      raise ValueError("objective 'klub' compares no solve with a reference: it takes no "
+                       "feature_fn or reference")
+    klub_lib.gauss_legendre_01(klub_nodes)  # checks klub_nodes
+    train_batch, holdout_batch = _klub_batches(noise, data, holdout, dtype)
+    reference_seconds = 0.0
 
-  start = time.perf_counter()
-  if isinstance(reference, (tuple, list)):  # precomputed x(σ_min) of (train, holdout)
-    if len(reference) != 2 or any(jnp.shape(r) != x.shape for r, x in
-                                  zip(reference, (x_train, x_holdout))):
-      raise ValueError("A precomputed reference is (x(σ_min) of the training noises, "
-                       f"x(σ_min) of the held-out noises), shapes {x_train.shape} and "
-                       f"{x_holdout.shape}")
-    references = [lambda x, r=r: r for r in reference]
+    def batch_loss(logits, batch):
+      positive = grid_from_logits(logits, sigma_min, sigma_max).astype(dtype)
+      return klub_lib.klub(denoiser, positive, *batch, num_nodes=klub_nodes)
   else:
-    references = [reference, reference]
-  ref = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective, tol=reference_tol)
-  target_train = reference_solve(denoiser, x_train, reference=references[0], **ref)
-  target_holdout = reference_solve(denoiser, x_holdout, reference=references[1], **ref)
-  reference_seconds = time.perf_counter() - start
+    train_batch, holdout_batch, reference_seconds = _reference_batches(
+        denoiser, noise, holdout, shape, dtype, reference, sigma_min=sigma_min,
+        sigma_max=sigma_max, objective=objective, tol=reference_tol)
+    loss_kwargs = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective,
+                       feature_fn=feature_fn, **options)
+
+    def batch_loss(logits, batch):
+      return schedule_loss(logits, denoiser, *batch, solver, **loss_kwargs)
 
   start = time.perf_counter()
-  loss_kwargs = dict(sigma_min=sigma_min, sigma_max=sigma_max, objective=objective,
-                     feature_fn=feature_fn, **options)
 
-  def log_loss(logits, x_t, target):
-    loss = schedule_loss(logits, denoiser, x_t, target, solver, **loss_kwargs)
+  def log_loss(logits, batch):
+    loss = batch_loss(logits, batch)
     return jnp.log(loss), loss
 
   optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, max(num_iterations, 1)))
 
   @jax.jit
-  def step(logits, opt_state, x_t, target):
-    (_, loss), grad = jax.value_and_grad(log_loss, has_aux=True)(logits, x_t, target)
+  def step(logits, opt_state, batch):
+    (_, loss), grad = jax.value_and_grad(log_loss, has_aux=True)(logits, batch)
     updates, opt_state = optimizer.update(grad, opt_state, logits)
     finite = jnp.all(jnp.isfinite(grad)) & jnp.isfinite(loss)
     return optax.apply_updates(logits, updates), opt_state, loss, finite
 
-  evaluate = jax.jit(lambda logits, x_t, target: log_loss(logits, x_t, target)[1])
+  evaluate = jax.jit(lambda logits, batch: log_loss(logits, batch)[1])
   logits = jnp.asarray(logits_from_grid(initial), dtype)
   opt_state = optimizer.init(logits)
   batch_key = jax.random.key(seed)
   best, best_loss, losses = logits, np.inf, []
+  num_train = train_batch[0].shape[0]
   for i in range(num_iterations):
-    x_t, target = x_train, target_train
-    if batch_size is not None and batch_size < x_train.shape[0]:
-      idx = jax.random.choice(jax.random.fold_in(batch_key, i), x_train.shape[0],
-                              (batch_size,), replace=False)
-      x_t, target = x_train[idx], target_train[idx]
-    new_logits, opt_state, loss, finite = step(logits, opt_state, x_t, target)
+    batch = train_batch
+    if batch_size is not None and batch_size < num_train:
+      idx = jax.random.choice(jax.random.fold_in(batch_key, i), num_train, (batch_size,),
+                              replace=False)
+      batch = tuple(b[idx] for b in train_batch)
+    new_logits, opt_state, loss, finite = step(logits, opt_state, batch)
     loss = float(loss)
     if not bool(finite):
       raise ValueError(f"optimize_sigmas: non-finite gradient or objective ({loss}) at "
@@ -316,7 +368,7 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
   if batch_size is not None or num_iterations == 0:
     best = logits  # minibatch losses are noisy: keep the last iterate
   else:
-    last = float(evaluate(logits, x_train, target_train))
+    last = float(evaluate(logits, train_batch))
     if last < best_loss:
       best = logits
   seconds = time.perf_counter() - start
@@ -329,9 +381,9 @@ def optimize_sigmas(denoiser: Denoiser, noise, num_steps: int, solver: str = "dp
       sigmas=sigmas, initial_sigmas=append_zero(initial), solver=solver, num_steps=num_steps,
       nfe=get_solver(solver).nfe_per_step * (num_steps - 1) + 1,  # + the final step
       objective=objective,
-      train_before=float(evaluate(init_logits, x_train, target_train)),
-      train_after=float(evaluate(best, x_train, target_train)),
-      holdout_before=float(evaluate(init_logits, x_holdout, target_holdout)),
-      holdout_after=float(evaluate(best, x_holdout, target_holdout)),
+      train_before=float(evaluate(init_logits, train_batch)),
+      train_after=float(evaluate(best, train_batch)),
+      holdout_before=float(evaluate(init_logits, holdout_batch)),
+      holdout_after=float(evaluate(best, holdout_batch)),
       num_iterations=num_iterations, losses=np.asarray(losses), seconds=seconds,
       reference_seconds=reference_seconds)
