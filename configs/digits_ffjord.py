@@ -29,10 +29,12 @@ from configs import base
 def get_config(arg=None):
   config = _ffjord.ffjord_config(hidden_dims=(256, 256, 256), activation="tanh",
                                  num_levels=256, train_solver="tsit5", train_steps=8)
-  config.data = ml_collections.ConfigDict(dict(name="digits"))
+  config.cnf.whitening = "full"
+  config.data = ml_collections.ConfigDict(dict(name="digits", validation_examples=200))
   config.optim.update(learning_rate=1e-3, warmup_steps=100, decay="cosine",
                       ema_half_life_images=20_000.0)
   config.train.update(num_steps=1500, batch_size=128, log_every=100, checkpoint_every=500,
-                      sample_every=1500)
+                      sample_every=1500, keep_checkpoints=2, select_by="val_nll",
+                      validate_every=300)
   config.sampler.num_samples = 64
   return base.apply_arg(config, arg, hidden_dims=(16, 16))
