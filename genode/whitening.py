@@ -71,7 +71,7 @@ def _fit_numpy(x: np.ndarray, kind: str, num_levels: int) -> dict[str, np.ndarra
 
 def whiten(stats: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(z = L⁻¹(x − μ) with x's shape, log|det ∂z/∂x| = −Σᵢ log Lᵢᵢ ()) for x (B, ...)."""
-  flat = jnp.reshape(x, (x.shape[0], -1)) - stats["mean"].astype(x.dtype)
+  flat = jnp.reshape(x, (x.shape[0], -1)) - stats["mean"].astype(x.dtype)[None]
   scale = stats["scale_tril"].astype(x.dtype)
   z = jax.scipy.linalg.solve_triangular(scale, flat.T, lower=True).T
   return jnp.reshape(z, x.shape), -jnp.sum(jnp.log(jnp.diagonal(scale)))
@@ -80,5 +80,5 @@ def whiten(stats: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def unwhiten(stats: dict, z: jax.Array) -> jax.Array:
   """x = μ + L z, the inverse of `whiten`, for z (B, ...)."""
   flat = jnp.reshape(z, (z.shape[0], -1))
-  x = flat @ stats["scale_tril"].astype(z.dtype).T + stats["mean"].astype(z.dtype)
+  x = flat @ stats["scale_tril"].astype(z.dtype).T + stats["mean"].astype(z.dtype)[None]
   return jnp.reshape(x, z.shape)
