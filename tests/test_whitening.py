@@ -98,6 +98,7 @@ def test_the_statistics_are_the_training_examples_and_survive_training_and_resto
   """Fitted to `training_examples()` at step 0, never changed by training (params and EMA
   bit-identical), and restored from the checkpoint: restoring calls no fit."""
   config = _whitened_runlocal()
+  config.train.update(num_steps=2, sample_every=0)  # no sample grid: the cost is compiling
   experiment = Experiment.from_config(config)
   expected = whitening.fit(jnp.asarray(experiment.dataset.training_examples()["x"]), "full")
   workdir = str(tmp_path / "run")
