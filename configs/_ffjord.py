@@ -13,6 +13,10 @@ the cnf family has neither):
               adjoint). launch.evaluate's nll.trace/rtol/atol override the likelihood ones.
               kinetic_weight, jacobian_weight: RNODE's λ_K, λ_J (Finlay et al. 2020):
               training adds λ_K ∫‖f‖² dt + λ_J ∫‖∇f‖_F² dt to −log p(x); 0 = off.
+              whitening: "none" | "diagonal" | "full": an affine bijector z = L⁻¹(x − μ)
+              before the flow, μ and Σ = L Lᵀ fitted once to the training split (never
+              val/test) and stored in the parameters (genode/whitening.py); with f = 0
+              the model is the fitted Gaussian.
   sampler     solver, steps (None = adaptive at rtol/atol), rtol, atol, max_steps,
               num_samples: training-time sample grids and launch.sample's defaults
 """
@@ -47,6 +51,7 @@ def ffjord_config(*, hidden_dims, activation: str, num_levels: int, train_solver
           solver="dopri5", rtol=1e-5, atol=1e-5, max_steps=4096)),
       kinetic_weight=0.0,
       jacobian_weight=0.0,
+      whitening="none",
   ))
   config.cnf.train.num_steps = train_steps
   config.sampler = ml_collections.ConfigDict(dict(

@@ -69,12 +69,13 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
   """A continuous normalizing flow (FFJORD): `config.model` is f(x, t); `config.cnf` has
   time_length, num_levels (256 = dequantize 8-bit data, 0 = continuous), `train` and
   `likelihood` (`genode.ffjord.Solve` fields), kinetic_weight and jacobian_weight (RNODE's
-  λ_K, λ_J; 0 = off); `config.sampler` (`genode.ffjord.CNFSampler`)."""
+  λ_K, λ_J; 0 = off), whitening ("none" | "diagonal" | "full": an affine bijector fitted
+  to the training split, `genode.whitening`); `config.sampler` (`genode.ffjord.CNFSampler`)."""
   del num_classes, quantization_levels  # config.cnf.num_levels says how to dequantize
   model = models_lib.get_model(**fields_of(config.model))
   section = config.cnf
   valid = {"time_length", "num_levels", "train", "likelihood", "kinetic_weight",
-           "jacobian_weight"}
+           "jacobian_weight", "whitening"}
   unknown = sorted(set(section) - valid)
   if unknown:
     raise ValueError(f"Unknown config.cnf fields {unknown}; valid: {sorted(valid)}")
@@ -87,6 +88,11 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
         f"{config.get('parallel')!r} (diffrax #765: equinox's checkpointed loop rejects "
         "shard_map/pmap sharding metadata); use parallel='single' or "
         "cnf.train.adjoint='backsolve'")
+  whitening = str(section.get("whitening", "none"))
+  if whitening != "none" and config.optim.get("weight_decay", 0.0):
+    raise ValueError(f"cnf.whitening={whitening!r} keeps its fitted statistics fixed, but "
+                     f"optim.weight_decay={config.optim.weight_decay} would decay them; use "
+                     "weight_decay=0")
   return ffjord.CNF(model=model, data_shape=tuple(data_shape),
                     time_length=float(section.get("time_length", 1.0)),
                     num_levels=int(section.get("num_levels", 0)),
@@ -96,7 +102,8 @@ def build_cnf(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],
                                               "sampler"),
                     num_classes=int(getattr(model, "num_classes", 0)),
                     kinetic_weight=float(section.get("kinetic_weight", 0.0)),
-                    jacobian_weight=float(section.get("jacobian_weight", 0.0)))
+                    jacobian_weight=float(section.get("jacobian_weight", 0.0)),
+                    whitening=whitening)
 
 
 def build_flow(config: ml_collections.ConfigDict, data_shape: tuple[int, ...],

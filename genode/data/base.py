@@ -80,6 +80,11 @@ class Dataset(abc.ABC):
   def split(self, which: str) -> dict[str, np.ndarray]:
     """The whole "train" or "test" split: dict(x=float32 (N, *shape)[, label=int32 (N,)])."""
 
+  def training_examples(self) -> dict[str, np.ndarray]:
+    """The examples training draws from, as `split` returns them (statistics fitted to the
+    training data, e.g. a whitening). Generated data: the fixed "train" split."""
+    return self.split("train")
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset(Dataset):
@@ -175,6 +180,11 @@ class ImageDataset(Dataset):
     indices = pipeline.example_indices(seed, step, batch_size, self._num_fit(), start, stop,
                                        self._permutation)
     return self._batch(images, labels, indices)
+
+  def training_examples(self):
+    """The train split without the "val" images (the ones training batches draw)."""
+    images, labels = self.arrays("train")
+    return self._batch(images, labels, slice(0, self._num_fit()))
 
   def split(self, which):
     """The whole split as float32 (CIFAR-10 train: 600 MB; `arrays` gives the uint8)."""
