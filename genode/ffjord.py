@@ -53,8 +53,9 @@ Choices, and why:
   the residual (digits: the fitted Gaussian is 6.47 test bits/dim).
   The statistics are computed once by `init_params` and kept in the parameters
   (params = {"field", "whitening"}), so checkpoints carry them and a restore never refits
-  them; the objective stops their gradient, so Adam never moves them (and the EMA keeps
-  them bit-identical).
+  them; the objective stops their gradient, so Adam never moves them (their EMA,
+  β·θ + (1 − β)·θ, stays within float32 rounding of θ: genode's EMA update is kept
+  bit-identical for every run rather than special-cased for constants).
 
 The family interface is `genode.families`'; sampler settings are the eval config's
 Runge–Kutta solvers (fixed steps uniform in t) and adaptive solvers × tolerances.

@@ -141,11 +141,6 @@ def test_ema_rampup():
 def test_update_ema():
   ema = update_ema({"w": jnp.array([0.0, 4.0])}, {"w": jnp.array([2.0, 0.0])}, 0.75)
   np.testing.assert_allclose(ema["w"], [0.5, 3.0])
-  # An entry the optimizer never moved (θ_ema = θ) stays θ exactly: the plain formula
-  # 0.9·0.1 + 0.1·0.1 rounds to 0.1 − 7.5e-9 in float32.
-  frozen = jnp.array([0.1, 3.3, 5.1], jnp.float32)
-  assert (optax.incremental_update(frozen, frozen, step_size=0.1) != frozen).all()
-  np.testing.assert_array_equal(update_ema({"w": frozen}, {"w": frozen}, 0.9)["w"], frozen)
 
 
 @pytest.fixture(scope="module")

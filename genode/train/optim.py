@@ -133,8 +133,5 @@ def ema_decay_schedule(half_life_images: float, batch_size: int,
 
 
 def update_ema(ema_params: Any, params: Any, decay: jax.Array | float) -> Any:
-  """θ_ema ← β·θ_ema + (1 − β)·θ, leaf by leaf; an entry with θ_ema = θ (a parameter the
-  optimizer never moves, e.g. fitted statistics) stays exactly θ, not θ ± rounding."""
-  updated = optax.incremental_update(params, ema_params, step_size=1.0 - decay)
-  return jax.tree.map(lambda new, old, ema: jnp.where(old == new, new, ema), params,
-                      ema_params, updated)
+  """θ_ema ← β·θ_ema + (1 − β)·θ, leaf by leaf."""
+  return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
