@@ -43,9 +43,11 @@ fresh z), its own distribution ends worse than the 1-RF's, and its distilled stu
 converges to it, only ties the distilled 1-RF at 2000 steps (4.66 vs 4.71). With 64k pairs
 and 6000 steps: 2-RF Heun 35 3.11 against the 1-RF's 2.98 (per set a tie), one step 5.17
 (3000 steps: 5.92); distilled 2-RF at one step 4.02 against the distilled 1-RF's 4.54 (on
-the same 64k pairs), paired Δ −0.58 ± 0.13 per set, all 5 sets won. With a longer
-distillation both students reach their teachers and tie (3000 steps: 4.00 vs 4.06; 4000:
-3.93 vs 3.88). Cost: ≈ 1030 CPU s, ≈ 11.7 minutes on the idle 2-core machine.
+the same 64k pairs), paired Δ −0.58 ± 0.13 per set, all 5 sets won; against a distilled
+1-RF on the first 16k of those pairs (the old pipeline's) 4.13, Δ −0.38 ± 0.20, 4/5 sets.
+With a longer distillation both students reach their teachers and tie (64k: 3000 steps
+4.00 vs 4.06; 4000: 3.93 vs 3.88). Cost: ≈ 1030 CPU s, ≈ 11.7 minutes on the idle 2-core
+machine.
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
