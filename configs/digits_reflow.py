@@ -37,17 +37,15 @@ Adam and EMA, t ~ U[ε, 1], on 64k pairs of the 1-RF's 35-NFE Heun; the later co
 teacher's quality to compare with is its Heun 18-step (35 NFE) FD.
 
 Why 64k pairs and 6000 steps (WORKSPACE §12; 5 × 297 samples of `--eval.repeats=5`, every
-model on the same noise, pooled feature FD): on 16k pairs for 3000 steps the 2-RF sees each
-pair ~12 times and fits them (rms 0.045 to its teacher's x on the training z, 0.058 on
-fresh z), its own distribution ends worse than the 1-RF's, and its distilled student, which
-converges to it, only ties the distilled 1-RF at 2000 steps (4.66 vs 4.71). With 64k pairs
-and 6000 steps: 2-RF Heun 35 3.11 against the 1-RF's 2.98 (per set a tie), one step 5.17
-(3000 steps: 5.92); distilled 2-RF at one step 4.02 against the distilled 1-RF's 4.54 (on
-the same 64k pairs), paired Δ −0.58 ± 0.13 per set, all 5 sets won; against a distilled
-1-RF on the first 16k of those pairs (the old pipeline's) 4.13, Δ −0.38 ± 0.20, 4/5 sets.
-With a longer distillation both students reach their teachers and tie (64k: 3000 steps
-4.00 vs 4.06; 4000: 3.93 vs 3.88). Cost: ≈ 1030 CPU s, ≈ 11.7 minutes on the idle 2-core
-machine.
+model on the same noise, pooled feature FD, paired Δ per set ± SE): the old pipeline (16k
+pairs, a 3000-step 2-RF) distilled to a tie with the distilled 1-RF at 2000 steps (4.66 vs
+4.71). Now the 2-RF's one step is 5.17 (old 2-RF 5.78, Δ −0.62 ± 0.13, 5/5 sets; 64k pairs
+at 3000 steps 5.92: the longer training, not the pairs, made that gain) and its Heun 35
+3.11 ties the 1-RF's 2.98 (as the old 2-RF's 3.07 did); the distilled 2-RF's one step is
+4.02 against the distilled 1-RF's 4.54 (on the same 64k pairs), Δ −0.58 ± 0.13, 5/5 sets,
+and against a distilled 1-RF on 16k pairs (4.13), Δ −0.38 ± 0.20, 4/5 sets. With a longer
+distillation both students reach their teachers and tie (64k: 3000 steps 4.00 vs 4.06;
+4000: 3.93 vs 3.88). Cost: ≈ 1030 CPU s, ≈ 11.7 minutes on the idle 2-core machine.
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
