@@ -47,8 +47,8 @@ and against a distilled 1-RF on 16k pairs (4.13), Δ −0.38 ± 0.20, 4/5 sets. 
 distillation both students reach their teachers and tie (64k: 3000 steps 4.00 vs 4.06;
 4000: 3.93 vs 3.88). A 6000-step 2-RF on 16k pairs is as good (one step 4.96, distilled
 3.95) but its student beats the distilled 1-RF on those 16k pairs (4.13) in 3/5 sets only
-(Δ −0.16 ± 0.13). Cost: ≈ 1030 CPU s, ≈ 11.7 minutes on the idle 2-core machine (with 16k
-pairs ≈ 710 CPU s, 8.1 minutes).
+(Δ −0.16 ± 0.13). Cost, measured end to end on the idle 2-core machine: 841 s wall (14.0
+minutes), 1240 CPU s, 41 % of it the 64k couplings (with 16k pairs ≈ 10 minutes).
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
