@@ -458,7 +458,6 @@ class CNF:
              if self.regularized else "")
     if self.whitened:
       rnode += f", {self.whitening} whitening fitted to the training split"
-
     return (f"CNF {type(self.model).__name__} (T={self.time_length:g}; training: {s.trace} "
             f"trace, {s.solver} {steps}, {s.adjoint} adjoint{rnode})")
 

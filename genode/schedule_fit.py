@@ -150,39 +150,41 @@ def _check_solver(solver: str) -> None:
 CLOSED_FORM = ("gaussian64", "ring")
 
 
+def closed_form_distribution(name: str, seed: int = 0):
+  """The data distribution of a sampler-benchmark problem: `Gaussian.random(key(seed), 64)`
+  or the 2-D ring mixture (`genode.gaussians`; each has `.denoiser` and `.sample`)."""
+  from genode import gaussians  # pylint: disable=g-import-not-at-top
+  if name == "gaussian64":
+    return gaussians.Gaussian.random(jax.random.key(seed), 64)
+  if name == "ring":
+    return gaussians.GaussianMixture.ring()
+  raise ValueError(f"Unknown closed-form problem {name!r}; valid: {list(CLOSED_FORM)}")
+
+
 def closed_form_problem(name: str, sigma_min: float = 0.002, sigma_max: float = 80.0,
                         seed: int = 0):
   """(D(x; σ), exact x_T ↦ x(σ_min), shape) of the sampler benchmark's problems: the
   `Gaussian.random(key(seed), 64)` (closed-form flow) or the 2-D ring (Dopri5, tol 1e-10)."""
-  from genode import gaussians  # pylint: disable=g-import-not-at-top
   from genode.sampling import sample  # pylint: disable=g-import-not-at-top
+  distribution = closed_form_distribution(name, seed)
   if name == "gaussian64":
-    gaussian = gaussians.Gaussian.random(jax.random.key(seed), 64)
-    return (jax.jit(gaussian.denoiser), lambda x: gaussian.flow(x, sigma_max, sigma_min),
-            (64,))
-  if name == "ring":
-    denoiser = jax.jit(gaussians.GaussianMixture.ring().denoiser)
+    return (jax.jit(distribution.denoiser),
+            lambda x: distribution.flow(x, sigma_max, sigma_min), (64,))
+  denoiser = jax.jit(distribution.denoiser)
 
-    def flow(x):
-      out, info = sample(denoiser, x, np.asarray([sigma_max, sigma_min]), "dopri5",
-                         rtol=1e-10, atol=1e-10, max_steps=100_000)
-      if not bool(info.finite):
-        raise RuntimeError("The ring's Dopri5 reference failed")
-      return out
+  def flow(x):
+    out, info = sample(denoiser, x, np.asarray([sigma_max, sigma_min]), "dopri5",
+                       rtol=1e-10, atol=1e-10, max_steps=100_000)
+    if not bool(info.finite):
+      raise RuntimeError("The ring's Dopri5 reference failed")
+    return out
 
-    return denoiser, flow, (2,)
-  raise ValueError(f"Unknown closed-form problem {name!r}; valid: {list(CLOSED_FORM)}")
+  return denoiser, flow, (2,)
 
 
 def closed_form_data(name: str, num: int, seed: int = 0) -> jax.Array:
   """`num` data samples of a closed-form problem (for "klub"), from key(seed + 1)."""
-  from genode import gaussians  # pylint: disable=g-import-not-at-top
-  key = jax.random.key(seed + 1)
-  if name == "gaussian64":
-    return gaussians.Gaussian.random(jax.random.key(0), 64).sample(key, num)
-  if name == "ring":
-    return gaussians.GaussianMixture.ring().sample(key, num)
-  raise ValueError(f"Unknown closed-form problem {name!r}; valid: {list(CLOSED_FORM)}")
+  return closed_form_distribution(name).sample(jax.random.key(seed + 1), num)
 
 
 def optimize_closed_form(name: str, solver: str, steps: int, out: str, *,
