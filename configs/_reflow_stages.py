@@ -15,6 +15,7 @@ A stage is a config argument: `<stage>` or `<stage>,runlocal` (a CPU smoke test 
 | distill_edm | couplings pairs_2rf_edm   | distill, 1 step    | 2rf_edm     |
 | 2rf_edm_native | couplings pairs_edm    | reflow, EDM formulation | edm    |
 | distill_feature | couplings pairs_2rf   | distill, 1 step, feature loss | 2rf |
+| distill_pseudo_huber | couplings pairs_2rf | distill, 1 step, pseudo-Huber | 2rf |
 
 (`edm` is the EDM teacher's workdir `<root>/edm`, e.g. the main job's checkpoint, linked
 or copied there.) Reflow and distillation start from the teacher's EMA parameters when
@@ -42,6 +43,9 @@ STAGES = {
     "2rf_edm_native": ("edm", {"name": "reflow", "time": "uniform"}),
     # the LPIPS stand-in of genode.reflow.feature_loss (images only)
     "distill_feature": ("2rf", {"name": "distill", "num_steps": 1, "loss": "feature"}),
+    # Song & Dhariwal 2023's pseudo-Huber distance in place of L2 (genode.reflow.objectives)
+    "distill_pseudo_huber": ("2rf", {"name": "distill", "num_steps": 1,
+                                     "loss": "pseudo_huber"}),
 }
 
 

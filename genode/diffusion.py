@@ -398,36 +398,47 @@ def _reflow(family: Diffusion, time: str = "uniform") -> Objective:
                                                  sample_sigma=sample_sigma)
 
 
-DISTILL_LOSSES = ("l2", "feature", "l2+feature")
+# objective.loss: a pixel distance (`PIXEL_DISTANCES`), "feature", or "<pixel>+feature"
+DISTILL_LOSSES = (*reflow_objectives.PIXEL_DISTANCES, "feature",
+                  *(f"{name}+feature" for name in reflow_objectives.PIXEL_DISTANCES))
+
+
+def _distill_terms(loss: str) -> tuple[str | None, bool]:
+  """(pixel distance or None, with the feature distance) of `objective.loss`."""
+  if loss not in DISTILL_LOSSES:
+    raise ValueError(f"Unknown objective.loss {loss!r}; valid: {list(DISTILL_LOSSES)}")
+  pixel, _, feature = loss.partition("+")
+  return (None, True) if pixel == "feature" else (pixel, feature == "feature")
 
 
 def _distill(family: Diffusion, num_steps: int = 1, loss: str = "l2",
              feature_net: str = "digits", feature_weight: float = 1.0) -> Objective:
   """k-step distillation (Liu et al. 2022, §2.3): the student's `num_steps`-step Euler
   output from the stored noise against the teacher's endpoint. `loss`: "l2" (pixels),
+  "pseudo_huber" (sqrt(‖x̂ − x‖² + c²) − c, c = 0.00054·√D; Song & Dhariwal 2023, §3.3),
   "feature" (the LPIPS-style distance of the `feature_net` dataset's feature network,
   `genode.reflow.feature_loss`; its parameters are the step's frozen input, see
-  `objective_inputs`) or "l2+feature" (L2 + feature_weight · feature)."""
+  `objective_inputs`) or "<pixel>+feature" (pixel + feature_weight · feature)."""
   reflow_objectives.check_one_step(family, num_steps)
-  if loss not in DISTILL_LOSSES:
-    raise ValueError(f"Unknown objective.loss {loss!r}; valid: {list(DISTILL_LOSSES)}")
+  pixel, with_feature = _distill_terms(loss)
   distance = None
-  if loss != "l2":
+  if with_feature:
     network = feature_loss.FeatureLoss(feature_net)
     network.check_shape(family.data_shape)
     distance = network.distance
   return reflow_objectives.make_distillation_objective(
       family.formulation, family.train_network, num_steps=int(num_steps),
-      sigma_max=family.sigma_range[1], feature_distance=distance,
-      l2_weight=0.0 if loss == "feature" else 1.0,
-      feature_weight=float(feature_weight) if loss == "l2+feature" else 1.0)
+      sigma_max=family.sigma_range[1], pixel_distance=pixel or "l2",
+      feature_distance=distance, pixel_weight=0.0 if pixel is None else 1.0,
+      feature_weight=float(feature_weight) if pixel and with_feature else 1.0)
 
 
 def _distill_inputs(family: Diffusion, loss: str = "l2", feature_net: str = "digits",
                     **unused) -> tuple:
   """The distill objective's frozen inputs: the feature network's parameters, if any."""
   del family, unused
-  return () if loss == "l2" else (feature_loss.FeatureLoss(feature_net).params(),)
+  _, with_feature = _distill_terms(loss)
+  return (feature_loss.FeatureLoss(feature_net).params(),) if with_feature else ()
 
 
 # name -> builder(family, **config.objective params) -> Objective

@@ -112,6 +112,40 @@ def test_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
   np.testing.assert_allclose(per_sample, 0.01, rtol=1e-9)
 
 
+def test_pseudo_huber_distillation_is_zero_for_the_teachers_one_step_map(x64):
+  """The pseudo-Huber option: 0 at the teacher's one-step map; a student off by δ in each
+  of D pixels pays sqrt(D·δ² + c²) − c with the paper's c = 0.00054·√D."""
+  gaussian = gaussians.Gaussian.random(jax.random.key(0), 3, jnp.float64)
+  z = jax.random.normal(jax.random.key(5), (8, 3), jnp.float64)
+  x = gaussian.flow(RF.sigma_max * z, RF.sigma_max, 0.0)
+  objective = objectives.make_distillation_objective(
+      RF, _teacher_one_step_network(gaussian), pixel_distance="pseudo_huber")
+  per_sample, metrics = objective(None, {"x": x, "noise": z}, jax.random.key(0))
+  np.testing.assert_allclose(per_sample, 0.0, atol=1e-20)
+  assert set(metrics) == {"loss", "l2", "pseudo_huber"}
+  per_sample, metrics = objective(None, {"x": x + 0.1, "noise": z}, jax.random.key(0))
+  c = 0.00054 * np.sqrt(3)
+  np.testing.assert_allclose(per_sample, np.sqrt(3 * 0.01 + c ** 2) - c, rtol=1e-9)
+  np.testing.assert_allclose(metrics["l2"], 0.01, rtol=1e-9)
+  with pytest.raises(ValueError, match=r"Unknown pixel distance 'l1'; valid: \['l2', "):
+    objectives.make_distillation_objective(RF, _network_fn, pixel_distance="l1")
+
+
+def test_pseudo_huber_closed_form_and_its_two_limits(x64):
+  """sqrt(‖r‖² + c²) − c: r = (3, 4), c = 12 gives 13 − 12 = 1 exactly (the norm is over
+  all of a sample's dimensions); ‖r‖ ≪ c gives ‖r‖²/(2c), ‖r‖ ≫ c gives ‖r‖ − c."""
+  zero = jnp.zeros((1, 2, 1), jnp.float64)
+  r = jnp.array([[[3.0], [4.0]]], jnp.float64)
+  np.testing.assert_array_equal(objectives.pseudo_huber(12.0)(r, zero), [1.0])
+  np.testing.assert_array_equal(objectives.pseudo_huber(12.0)(zero, r), [1.0])
+  small, large = 1e-4 * r / 5, 1e4 * r / 5  # ‖r‖ = 1e-4 and 1e4, c = 1
+  np.testing.assert_allclose(objectives.pseudo_huber(1.0)(small, zero), 1e-8 / 2, rtol=1e-8)
+  np.testing.assert_allclose(objectives.pseudo_huber(1.0)(large, zero), 1e4 - 1, rtol=1e-8)
+  assert objectives.pseudo_huber_c((8, 8, 1)) == 0.00054 * 8
+  with pytest.raises(ValueError, match="c must be > 0"):
+    objectives.pseudo_huber(0.0)
+
+
 def _image_teacher_network(gaussian, shape):
   """`_teacher_one_step_network` on images (B, *shape): flattened to the Gaussian's dim."""
   flat = _teacher_one_step_network(gaussian)
@@ -146,9 +180,9 @@ def test_feature_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
   x = gaussian.flow(RF.sigma_max * z.reshape(4, 64), RF.sigma_max, 0.0).reshape(z.shape)
   network_fn = _image_teacher_network(gaussian, (8, 8, 1))
   distance = feature_loss.make_feature_distance(spec)
-  for l2_weight in (1.0, 0.0):  # "l2+feature" and "feature"
+  for pixel_weight in (1.0, 0.0):  # "l2+feature" and "feature"
     objective = objectives.make_distillation_objective(
-        RF, network_fn, feature_distance=distance, l2_weight=l2_weight)
+        RF, network_fn, feature_distance=distance, pixel_weight=pixel_weight)
     per_sample, metrics = objective(None, {"x": x, "noise": z}, jax.random.key(0), params)
     np.testing.assert_allclose(per_sample, 0.0, atol=1e-12)
     target = x + 0.3 * jnp.sin(7 * x)
@@ -156,7 +190,7 @@ def test_feature_distillation_loss_is_zero_for_the_teachers_one_step_map(x64):
                                     params)
     feature = distance(params, x, target)
     assert np.all(feature > 1e-4), feature
-    expected = l2_weight * jnp.mean((x - target) ** 2, (1, 2, 3)) + feature
+    expected = pixel_weight * jnp.mean((x - target) ** 2, (1, 2, 3)) + feature
     np.testing.assert_allclose(per_sample, expected, rtol=1e-6)
     np.testing.assert_allclose(metrics["feature"], jnp.mean(feature), rtol=1e-6)
 
@@ -196,7 +230,7 @@ def test_feature_params_are_an_argument_of_the_compiled_step():
     return _network_fn(p, x_in.reshape(x_in.shape[0], -1), c_noise, key).reshape(x_in.shape)
 
   objective = objectives.make_distillation_objective(
-      RF, network_fn, feature_distance=feature_loss.make_feature_distance(spec), l2_weight=0.0)
+      RF, network_fn, feature_distance=feature_loss.make_feature_distance(spec), pixel_weight=0.0)
   optimizer = optax.sgd(0.0)
   state = create_train_state(student, optimizer, jax.random.key(0))
   z = jax.random.normal(jax.random.key(1), (8, 8, 8, 1))

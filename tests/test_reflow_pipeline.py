@@ -227,6 +227,11 @@ def test_distill_loss_options_are_checked_at_the_config_layer():
   plain = families.get_family(digits_reflow.make("distill", runlocal=True, root="/r"),
                               (8, 8, 1), 0)
   assert plain.objective_inputs() == ()
+  huber = digits_reflow.make("distill_pseudo_huber", runlocal=True, root="/r")
+  assert huber.objective.loss == "pseudo_huber" and huber.data.path == "/r/pairs_2rf"
+  assert families.get_family(huber, (8, 8, 1), 0).objective_inputs() == ()
+  huber.objective.loss = "pseudo_huber+feature"
+  assert len(families.get_family(huber, (8, 8, 1), 0).objective_inputs()) == 1
 
 
 @pytest.mark.slow

@@ -13,9 +13,10 @@ made into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7), o
   reversed time). Another formulation works too: the ideal D(x̄; σ) = E[x | x + σz = x̄]
   depends on the coupling only, so its PF-ODE is the same rectified flow.
 * Distillation (§2.3, "k-step" students): the student's k-step Euler output from the
-  stored z on a grid uniform in RF time (`rf_time_sigmas`) against the teacher's x,
-  L2 averaged over pixels, plus an optional feature distance d_φ(x̂, x) whose network
-  parameters φ come in as a frozen argument of the step.
+  stored z on a grid uniform in RF time (`rf_time_sigmas`) against the teacher's x, by a
+  pixel distance (`PIXEL_DISTANCES`: L2 averaged over pixels, or the pseudo-Huber
+  distance of Song & Dhariwal 2023) plus an optional feature distance d_φ(x̂, x) whose
+  network parameters φ come in as a frozen argument of the step.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ NetworkFn = Callable[..., jax.Array]  # (params, x_in, c_noise, key[, class_labe
 DenoiserFn = Callable[[Any, Batch, jax.Array], Denoiser]  # (params, batch, key) -> D
 SampleSigma = Callable[[jax.Array, tuple[int, ...]], jax.Array]
 FeatureDistance = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (φ, x̂, x) -> (B,)
+PixelDistance = Callable[[jax.Array, jax.Array], jax.Array]  # (x̂, x) -> (B,)
 
 
 def batch_denoiser(formulation: Formulation, network_fn: NetworkFn, params, batch: Batch,
@@ -142,23 +144,71 @@ def _pixel_mean(error):
   return jnp.mean(error, axis=tuple(range(1, error.ndim)))
 
 
+def squared_l2(x_hat: jax.Array, target: jax.Array) -> jax.Array:
+  """mean((x̂ − x)²) over the pixels of each sample, (B,): Liu et al.'s distillation L2."""
+  return _pixel_mean((x_hat - target) ** 2)
+
+
+# Song & Dhariwal 2023 ("Improved techniques for training consistency models", §3.3):
+# c = 0.00054·√D for data in [−1, 1] (D: dimensions per sample; 0.03 on CIFAR-10).
+PSEUDO_HUBER_C_PER_SQRT_DIM = 0.00054
+
+
+def pseudo_huber_c(shape: tuple[int, ...]) -> float:
+  """The paper's c = 0.00054·√D for samples of `shape` (D = prod(shape))."""
+  return PSEUDO_HUBER_C_PER_SQRT_DIM * float(np.sqrt(np.prod(shape)))
+
+
+def pseudo_huber(c: float) -> PixelDistance:
+  """d(x̂, x) = sqrt(‖x̂ − x‖² + c²) − c per sample (Song & Dhariwal 2023, §3.3).
+
+  ‖·‖ is the Euclidean norm over all of a sample's dimensions (a sum, not a mean). Small
+  residuals pay ‖r‖²/(2c) (L2-like, smooth at 0), large ones ‖r‖ − c (L1-like in the
+  norm), so a few far-off samples weigh less than under L2. Lee, Lin & Fanti 2024 use it
+  to distill rectified flows.
+  """
+  if not c > 0:
+    raise ValueError(f"The pseudo-Huber c must be > 0, got {c!r}")
+
+  def distance(x_hat, target):
+    r = x_hat - target
+    squared_norm = jnp.sum(r ** 2, axis=tuple(range(1, r.ndim)))
+    return jnp.sqrt(squared_norm + c ** 2) - c
+
+  return distance
+
+
+# name -> builder(sample shape) -> PixelDistance
+PIXEL_DISTANCES: dict[str, Callable[[tuple[int, ...]], PixelDistance]] = {
+    "l2": lambda shape: squared_l2,
+    "pseudo_huber": lambda shape: pseudo_huber(pseudo_huber_c(shape)),
+}
+
+
 def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn | None = None,
                                 *, denoiser_fn: DenoiserFn | None = None, num_steps: int = 1,
                                 sigma_max: float | None = None,
+                                pixel_distance: str = "l2",
                                 feature_distance: FeatureDistance | None = None,
-                                l2_weight: float = 1.0,
+                                pixel_weight: float = 1.0,
                                 feature_weight: float = 1.0) -> Objective:
-  """k-step distillation: l2_weight·mean((x̂ − x)²) [+ feature_weight·d_φ(x̂, x)] per sample.
+  """k-step distillation: pixel_weight·d(x̂, x) [+ feature_weight·d_φ(x̂, x)] per sample.
 
   x̂ = `euler_endpoint(D_student, batch["noise"], num_steps, sigma_max)`, x = batch["x"].
   sigma_max: the student's start (default the formulation's σ_max; genode's RF: 999).
+  pixel_distance: a name in `PIXEL_DISTANCES`, "l2" (mean((x̂ − x)²), Liu et al.) or
+  "pseudo_huber" (`pseudo_huber` with c = 0.00054·√D, D from the batch's sample shape).
   feature_distance: `d(φ_params, x̂, x) -> (B,)`, e.g. the LPIPS-style distance of the
   digits feature network (`genode.reflow.feature_loss`; Liu et al. use LPIPS for k = 1).
   Its parameters φ_params are the objective's one frozen argument:
   `objective(params, batch, key, φ_params)` (`make_train_step`'s `*frozen`), never a
   constant of the compiled step. Without it the objective takes no frozen argument.
-  Metrics: loss, l2, and feature when feature_distance is given (batch means).
+  Metrics: loss, l2 (always, the diagnostic), the pixel distance under its name when it
+  is not l2, and feature when feature_distance is given (batch means).
   """
+  if pixel_distance not in PIXEL_DISTANCES:
+    raise ValueError(f"Unknown pixel distance {pixel_distance!r}; valid: "
+                     f"{list(PIXEL_DISTANCES)}")
   make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
   sigma_max = formulation.sigma_max if sigma_max is None else float(sigma_max)
   rf_time_sigmas(num_steps, sigma_max)  # checks the arguments once
@@ -173,9 +223,11 @@ def make_distillation_objective(formulation: Formulation, network_fn: NetworkFn 
     denoiser = make_denoiser(params, batch, dropout_key)
     x_hat = euler_endpoint(denoiser, batch["noise"], num_steps, sigma_max)
     target = batch["x"]
-    l2 = _pixel_mean((x_hat - target) ** 2)
-    per_sample = l2_weight * l2
-    metrics = {"l2": jnp.mean(l2)}
+    pixel = PIXEL_DISTANCES[pixel_distance](target.shape[1:])(x_hat, target)
+    per_sample = pixel_weight * pixel
+    metrics = {pixel_distance: jnp.mean(pixel)}
+    if pixel_distance != "l2":
+      metrics["l2"] = jnp.mean(squared_l2(x_hat, target))
     if feature_distance is not None:
       feature = feature_distance(frozen[0], x_hat, target)
       per_sample = per_sample + feature_weight * feature
