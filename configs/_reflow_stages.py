@@ -20,7 +20,9 @@ A stage is a config argument: `<stage>` or `<stage>,runlocal` (a CPU smoke test 
 (`edm` is the EDM teacher's workdir `<root>/edm`, e.g. the main job's checkpoint, linked
 or copied there.) Reflow and distillation start from the teacher's EMA parameters when
 the architectures match, with a fresh optimizer and EMA (`genode.workdir.warm_start`),
-t ~ U[ε, 1] (`objective.time = "uniform"`); the pairs come from the teacher's EMA
+t ~ U[ε, 1] (`objective.time = "uniform"`; `"u_shaped"` is the U-shaped density of Lee,
+Lin & Fanti 2024 with `objective.time_a`, `genode.reflow.rf_time.UShapedTimeSigma`;
+`"formulation"` the formulation's p_train); the pairs come from the teacher's EMA
 weights (`launch.reflow couple`, default `--params=ema`). Each couplings dataset checks
 its teacher (`data.teacher_workdir`) and shape (`data.expected_shape`).
 """

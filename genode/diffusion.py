@@ -34,7 +34,7 @@ from genode.formulations import Formulation
 from genode.losses import Objective, denoising_objective
 from genode.reflow import feature_loss
 from genode.reflow import objectives as reflow_objectives
-from genode.reflow.rf_time import UniformTimeSigma
+from genode.reflow.rf_time import UShapedTimeSigma, UniformTimeSigma, check_u_shape
 from genode.sampling.schedules import OPTIMIZED_GRID
 
 COORDINATES = ("sigma", "native")
@@ -387,13 +387,23 @@ def _denoising(family: Diffusion) -> Objective:
                              class_conditional=family.num_classes > 0)
 
 
-def _reflow(family: Diffusion, time: str = "uniform") -> Objective:
+REFLOW_TIMES = ("uniform", "u_shaped", "formulation")
+
+
+def _reflow(family: Diffusion, time: str = "uniform", time_a: float = 4.0) -> Objective:
   """k-rectified flow (Liu et al. 2022): eq. 8 with the coupling's stored noise
-  (batch["noise"]), t ~ U[ε, 1] in RF time ("uniform", the paper's) or the
-  formulation's own p_train ("formulation")."""
-  if time not in ("uniform", "formulation"):
-    raise ValueError(f"Unknown objective.time {time!r}; valid: ['uniform', 'formulation']")
-  sample_sigma = UniformTimeSigma(family.formulation) if time == "uniform" else None
+  (batch["noise"]). Its training time: "uniform", t ~ U[ε, 1] in RF time (the paper's);
+  "u_shaped", the U-shaped density ∝ e^{a t} + e^{a(1−t)} in RF time, a = `time_a`
+  (Lee, Lin & Fanti 2024, `UShapedTimeSigma`); "formulation", the formulation's own
+  p_train. `time_a` is used by "u_shaped" only."""
+  if time not in REFLOW_TIMES:
+    raise ValueError(f"Unknown objective.time {time!r}; valid: {list(REFLOW_TIMES)}")
+  time_a = check_u_shape(time_a)
+  sample_sigma = None  # "formulation": the objective's default, p_train
+  if time == "uniform":
+    sample_sigma = UniformTimeSigma(family.formulation)
+  elif time == "u_shaped":
+    sample_sigma = UShapedTimeSigma(family.formulation, time_a)
   return reflow_objectives.make_reflow_objective(family.formulation, family.train_network,
                                                  sample_sigma=sample_sigma)
 

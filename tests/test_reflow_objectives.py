@@ -9,6 +9,7 @@ from genode import formulations, gaussians, sampling
 from genode.denoiser import precondition, velocity
 from genode.losses import denoising_loss
 from genode.reflow import objectives
+from genode.reflow import rf_time
 from genode.reflow.rf_time import UniformTimeSigma, rf_time_sigmas
 
 RF = formulations.RectifiedFlow()
@@ -317,3 +318,51 @@ def test_reflow_loss_vanishes_at_the_ideal_denoiser_of_stored_couplings(tmp_path
   swapped = objectives.reflow_denoising_loss(RF, coupling.denoiser, batch["noise"], batch["x"],
                                              jax.random.key(1), sample_sigma)
   assert float(jnp.mean(swapped)) > 0.1
+
+
+@pytest.mark.parametrize("a", [0.5, 4.0, 8.0])
+def test_u_shaped_density_is_a_symmetric_density_with_its_closed_form_cdf(a):
+  t = np.linspace(0.0, 1.0, 20001)
+  p = rf_time.u_shaped_density(t, a)
+  cdf = rf_time.u_shaped_cdf(t, a)
+  np.testing.assert_allclose(np.trapezoid(p, t), 1.0, rtol=1e-7)
+  np.testing.assert_allclose(p, p[::-1], rtol=1e-12)  # p(t) = p(1 − t)
+  np.testing.assert_allclose(cdf + cdf[::-1], 1.0, rtol=1e-12)  # F(t) + F(1 − t) = 1
+  assert cdf[0] == pytest.approx(0.0, abs=1e-15) and cdf[-1] == pytest.approx(1.0)
+  central = (cdf[2:] - cdf[:-2]) / (t[2:] - t[:-2])
+  np.testing.assert_allclose(central, p[1:-1], rtol=1e-7)  # F' = p
+  assert p[0] > p[10000]  # U-shaped: the ends above the middle
+
+
+def test_u_shaped_time_sigma_draws_its_density_within_the_dkw_bound():
+  """sup |F_n − F| ≤ ε with probability ≥ 1 − 2·exp(−2nε²) (Dvoretzky–Kiefer–Wolfowitz);
+  ε at 1 − 1e-6. The draws are σ's: t = σ/(1 + σ) rescaled from [t_min, t_max] to [0, 1]."""
+  n, t_min, t_max = 100_000, 0.01, 0.99
+  sample_sigma = rf_time.UShapedTimeSigma(RF, 4.0, t_min, t_max)
+  sigma = np.asarray(sample_sigma(jax.random.key(0), (n,)), np.float64)
+  t = np.sort((sigma / (1 + sigma) - t_min) / (t_max - t_min))
+  assert t.min() >= -1e-6 and t.max() <= 1 + 1e-6
+  epsilon = np.sqrt(np.log(2 / 1e-6) / (2 * n))
+  above = np.arange(1, n + 1) / n - rf_time.u_shaped_cdf(t, 4.0)
+  below = rf_time.u_shaped_cdf(t, 4.0) - np.arange(n) / n
+  assert max(above.max(), below.max()) < epsilon
+  assert np.abs(np.arange(1, n + 1) / n - t).max() > 5 * epsilon  # and U[0, 1] fails it
+
+
+def test_reflow_time_options_are_checked_at_the_config_layer():
+  from configs import digits_reflow
+  from genode import families
+  config = digits_reflow.make("2rf", runlocal=True, root="/r")
+  config.objective.time = "u_shaped"
+  family = families.get_family(config, (8, 8, 1), 0)
+  assert family.objective_params == (("time", "u_shaped"),)
+  config.objective.time = "logit_normal"
+  with pytest.raises(ValueError, match=r"Unknown objective.time 'logit_normal'; valid: "
+                     r"\['uniform', 'u_shaped', 'formulation'\]$"):
+    families.get_family(config, (8, 8, 1), 0)
+  config.objective.time = "u_shaped"
+  for a in (0.0, -4.0, float("nan"), float("inf")):
+    config.objective.time_a = a
+    with pytest.raises(ValueError, match=r"^objective.time_a must be a finite number > 0, "
+                       rf"got {a!r}$"):
+      families.get_family(config, (8, 8, 1), 0)
