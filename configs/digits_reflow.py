@@ -4,7 +4,7 @@ The whole pipeline (each stage a config argument, see configs/_reflow_stages.py)
 
   R=/tmp/genode/digits_reflow
   python -m launch.train --config=configs/digits_reflow.py:1rf --workdir=$R/1rf
-  python -m launch.reflow couple --teacher=$R/1rf --out=$R/pairs_1rf --num_pairs=65536 \
+  python -m launch.reflow couple --teacher=$R/1rf --out=$R/pairs_1rf --num_pairs=16384 \
       --solver=heun --steps=18
   python -m launch.train --config=configs/digits_reflow.py:2rf --workdir=$R/2rf
   python -m launch.reflow couple --teacher=$R/2rf --out=$R/pairs_2rf --num_pairs=16384 \
@@ -39,24 +39,26 @@ sets): so not the default.
 
 `:<stage>,runlocal` shrinks every stage to a CPU smoke test under $R=/tmp/genode/
 digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 steps).
-2-RF: 6000 steps (2rf_edm: 6000, 3rf: 3000) from the teacher's EMA parameters with a fresh
-Adam and EMA, t ~ U[ε, 1], on 64k pairs of the 1-RF's 35-NFE Heun; the later couplings
-(pairs_2rf, pairs_edm, …) are 16k pairs; distillation: 2000 steps of one-step L2. The
-teacher's quality to compare with is its Heun 18-step (35 NFE) FD.
+2-RF: 12000 steps (2rf_edm too; 3rf: 3000) from the teacher's EMA parameters with a
+fresh Adam and EMA, on 16k pairs of the 1-RF's 35-NFE Heun, its training time the
+U-shaped density of Lee, Lin & Fanti 2024 (`objective.time = "u_shaped"`, a = 4; the
+other reflow stages keep the paper's t ~ U[ε, 1], as measured); every couplings set is
+16k pairs; distillation: 2000 steps of one-step L2. The teacher's quality to compare with
+is its Heun 18-step (35 NFE) FD.
 
-Why 64k pairs and 6000 steps (WORKSPACE §12; 5 × 297 samples of `--eval.repeats=5`, every
-model on the same noise, pooled feature FD, paired Δ per set ± SE): the old pipeline (16k
-pairs, a 3000-step 2-RF) distilled to a tie with the distilled 1-RF at 2000 steps (4.66 vs
-4.71). Now the 2-RF's one step is 5.17 (old 2-RF 5.78, Δ −0.62 ± 0.13, 5/5 sets; 64k pairs
-at 3000 steps 5.92: the longer training, not the pairs, made that gain) and its Heun 35
-3.11 ties the 1-RF's 2.98 (as the old 2-RF's 3.07 did); the distilled 2-RF's one step is
-4.02 against the distilled 1-RF's 4.54 (on the same 64k pairs), Δ −0.58 ± 0.13, 5/5 sets,
-and against a distilled 1-RF on 16k pairs (4.13), Δ −0.38 ± 0.20, 4/5 sets. With a longer
-distillation both students reach their teachers and tie (64k: 3000 steps 4.00 vs 4.06;
-4000: 3.93 vs 3.88). A 6000-step 2-RF on 16k pairs is as good (one step 4.96, distilled
-3.95) but its student beats the distilled 1-RF on those 16k pairs (4.13) in 3/5 sets only
-(Δ −0.16 ± 0.13). Cost, measured end to end on the idle 2-core machine: 841 s wall (14.0
-minutes), 1240 CPU s, 41 % of it the 64k couplings (with 16k pairs ≈ 10 minutes).
+Why a U-shaped, 12000-step 2-RF on 16k pairs (WORKSPACE §12; 5 × 297 samples of
+`--eval.repeats=5`, every model on the same noise, pooled feature FD, paired Δ per set
+± SE; the 1-RF teacher's Heun 35 is 2.975): one Euler step uses the velocity at the noise
+end only, which U[ε, 1] rarely trains. The U-shaped 2-RF's one step is 4.19 (uniform,
+same length: 4.73, Δ −0.56 ± 0.15, 5/5 sets; the former default, uniform 6000 steps on
+64k pairs: 5.17), its Heun 35 2.95 ties the teacher's; the distilled 2-RF's one step is
+3.72 (1.25×; from the uniform 12000-step 2-RF 3.92, Δ −0.33 ± 0.10, 5/5; the former
+default 4.02) against the distilled 1-RF's 4.13 (on these 16k pairs; Δ −0.44 ± 0.06, 5/5)
+and 4.54 (on 64k pairs; Δ −0.64 ± 0.21, 5/5). Four times the pairs changes neither the
+2-RF nor its student measurably, so the 48k more pairs of the former default paid for
+the 6000 more 2-RF steps. Not the default, measured in §12: the pseudo-Huber distance for
+distillation (it helps the distilled 1-RF more, erasing the win), a > 4, longer
+distillation (flat after ≈ 4000 steps).
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
@@ -66,9 +68,10 @@ from configs import _reflow_stages as reflow_stages
 
 ROOT = "/tmp/genode/digits_reflow"
 # 2rf_edm: the EDM weights behind the RF scalings start far from the teacher (first loss
-# 1.6 against 0.046 from the 1-RF); at 3000 steps its one step is 1.35× the teacher's
-# Heun-35 FD, at 6000 1.19× (reflow3 notes).
-STUDENT_STEPS = {"2rf": 6000, "3rf": 3000, "2rf_edm": 6000, "2rf_edm_native": 3000,
+# 1.6 against 0.046 from the 1-RF); its one step, pooled over 5 × 297 samples, is 2.42×
+# the teacher's Heun-35 FD at 3000 steps, 1.85× at 6000, 1.56× at 12000 (1.47× at 24000;
+# WORKSPACE §12).
+STUDENT_STEPS = {"2rf": 12000, "3rf": 3000, "2rf_edm": 12000, "2rf_edm_native": 3000,
                  "distill": 2000, "distill_1rf": 2000, "distill_edm": 2000,
                  "distill_feature": 2000, "distill_pseudo_huber": 2000}
 
@@ -86,4 +89,6 @@ def make(stage: str, runlocal: bool = False, root: str = ROOT):
   config = reflow_stages.stage_config(config, stage, root, (8, 8, 1), **student)
   if stage != "1rf" and not runlocal:
     config.optim.learning_rate = 1e-3
+  if stage == "2rf":
+    config.objective.time = "u_shaped"  # Lee, Lin & Fanti 2024; time_a: its default 4
   return config
