@@ -58,7 +58,8 @@ and 4.54 (on 64k pairs; Δ −0.64 ± 0.21, 5/5). Four times the pairs changes n
 2-RF nor its student measurably, so the 48k more pairs of the former default paid for
 the 6000 more 2-RF steps. Not the default, measured in §12: the pseudo-Huber distance for
 distillation (it helps the distilled 1-RF more, erasing the win), a > 4, longer
-distillation (flat after ≈ 4000 steps).
+distillation (flat after ≈ 4000 steps). Cost, measured end to end on the idle 2-core
+machine: 781 s wall (13.0 minutes), 1180 CPU s, 55 % of it the 2-RF.
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
