@@ -31,11 +31,11 @@ with the pseudo-Huber distance (Song & Dhariwal 2023) in place of L2:
       --workdir=$R/distill_feature
   python -m launch.train --config=configs/digits_reflow.py:distill_pseudo_huber \
       --workdir=$R/distill_pseudo_huber
-Pseudo-Huber (WORKSPACE §12, distill7): one step 3.84 against L2's 4.02 at 2000 steps
-(Δ −0.14 ± 0.06, 4/5 sets), but the same plateau with more steps (≈ 3.8), and it helps the
-distilled 1-RF more (4.54 → 3.76), which then ties the distilled 2-RF (with a cosine decay
-over 4000 steps the 1-RF student reaches 3.43 and beats the 2-RF student's 3.75, 4/5
-sets): so not the default.
+Pseudo-Huber (WORKSPACE §12, "Distillation levers"): one step 3.84 against L2's 4.02 at
+2000 steps (Δ −0.14 ± 0.06, 4/5 sets), but the same plateau with more steps (≈ 3.8), and
+it helps the distilled 1-RF more (4.54 → 3.76), which then ties the distilled 2-RF (with
+a cosine decay over 4000 steps the 1-RF student reaches 3.43 and beats the 2-RF student's
+3.75, 4/5 sets): so not the default.
 
 `:<stage>,runlocal` shrinks every stage to a CPU smoke test under $R=/tmp/genode/
 digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 steps).
