@@ -355,7 +355,7 @@ def test_reflow_time_options_are_checked_at_the_config_layer():
   config = digits_reflow.make("2rf", runlocal=True, root="/r")
   config.objective.time = "u_shaped"
   family = families.get_family(config, (8, 8, 1), 0)
-  assert family.objective_params == (("time", "u_shaped"),)
+  assert family.objective_params == (("loss", "pseudo_huber"), ("time", "u_shaped"))
   config.objective.time = "logit_normal"
   with pytest.raises(ValueError, match=r"Unknown objective.time 'logit_normal'; valid: "
                      r"\['uniform', 'u_shaped', 'formulation'\]$"):
