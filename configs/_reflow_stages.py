@@ -22,9 +22,13 @@ or copied there.) Reflow and distillation start from the teacher's EMA parameter
 the architectures match, with a fresh optimizer and EMA (`genode.workdir.warm_start`),
 t ~ U[ε, 1] (`objective.time = "uniform"`; `"u_shaped"` is the U-shaped density of Lee,
 Lin & Fanti 2024 with `objective.time_a`, `genode.reflow.rf_time.UShapedTimeSigma`;
-`"formulation"` the formulation's p_train); the pairs come from the teacher's EMA
-weights (`launch.reflow couple`, default `--params=ema`). Each couplings dataset checks
-its teacher (`data.teacher_workdir`) and shape (`data.expected_shape`).
+`"formulation"` the formulation's p_train), and the squared L2 of the velocity residual
+(`objective.loss = "l2"`, the key's default; `"pseudo_huber"` is the pseudo-Huber loss of
+Lee, Lin & Fanti 2024, `genode.reflow.objectives.reflow_terms`: no stage sets the key, so
+set it in a config file that calls `make`, as ml_collections refuses a new key on the
+command line); the pairs come from the teacher's EMA weights (`launch.reflow couple`,
+default `--params=ema`). Each couplings dataset checks its teacher
+(`data.teacher_workdir`) and shape (`data.expected_shape`).
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ digits_reflow_runlocal. 1-RF: the small U-Net of configs/digits_rf.py (2000 step
 2-RF: 12000 steps (2rf_edm too; 3rf: 3000) from the teacher's EMA parameters with a
 fresh Adam and EMA, on 16k pairs of the 1-RF's 35-NFE Heun, its training time the
 U-shaped density of Lee, Lin & Fanti 2024 (`objective.time = "u_shaped"`, a = 4; the
-other reflow stages keep the paper's t ~ U[ε, 1], as measured); every couplings set is
+other reflow stages keep the paper's t ~ U[ε, 1], as measured), its loss their pseudo-Huber
+loss of the velocity residual (`objective.loss = "pseudo_huber"`, c = 0.00054·√D; the other
+reflow stages keep Liu et al.'s squared L2); every couplings set is
 16k pairs; distillation: 2000 steps of one-step L2. The teacher's quality to compare with
 is its Heun 18-step (35 NFE) FD.
 
@@ -60,6 +62,15 @@ the 6000 more 2-RF steps. Not the default, measured in §12: the pseudo-Huber di
 distillation (it helps the distilled 1-RF more, erasing the win), a > 4, longer
 distillation (flat after ≈ 4000 steps). Cost, measured end to end on the idle 2-core
 machine: 781 s wall (13.0 minutes), 1180 CPU s, 55 % of it the 2-RF.
+Why the pseudo-Huber loss for the 2-RF (rfhuber's notes; the same protocol): L2 regresses
+to the mean where the coupling is uncertain, which FD punishes; sqrt(‖r‖² + c²) − c weighs
+each sample's velocity residual by its norm (L1-like at these residuals). 12000 steps: one
+step 3.97 against L2's 4.18 (Δ −0.22 ± 0.17, 3/5 sets; at 6000 steps −0.16 ± 0.11, 4/5, and
+−0.11 ± 0.07, 4/5, without gradient clipping, so the gain is the loss, not the clipping every
+pseudo-Huber step gets at grad_clip_norm = 1), Heun 35 2.85 against 2.94 (−0.17 ± 0.08, 5/5);
+the distilled 2-RF (L2, unchanged) 3.51 against 3.72 (1.18×; Δ −0.28 ± 0.12, 4/5; with
+the distill_pseudo_huber stage 3.35, 1.125×). Same cost per step. Workdirs of the L2 2-RF
+(before this default) are not resumed by it (another config).
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
@@ -92,4 +103,5 @@ def make(stage: str, runlocal: bool = False, root: str = ROOT):
     config.optim.learning_rate = 1e-3
   if stage == "2rf":
     config.objective.time = "u_shaped"  # Lee, Lin & Fanti 2024; time_a: its default 4
+    config.objective.loss = "pseudo_huber"  # Lee, Lin & Fanti 2024, of the velocity residual
   return config

@@ -390,22 +390,26 @@ def _denoising(family: Diffusion) -> Objective:
 REFLOW_TIMES = ("uniform", "u_shaped", "formulation")
 
 
-def _reflow(family: Diffusion, time: str = "uniform", time_a: float = 4.0) -> Objective:
+def _reflow(family: Diffusion, time: str = "uniform", time_a: float = 4.0,
+            loss: str = "l2") -> Objective:
   """k-rectified flow (Liu et al. 2022): eq. 8 with the coupling's stored noise
   (batch["noise"]). Its training time: "uniform", t ~ U[ε, 1] in RF time (the paper's);
   "u_shaped", the U-shaped density ∝ e^{a t} + e^{a(1−t)} in RF time, a = `time_a`
   (Lee, Lin & Fanti 2024, `UShapedTimeSigma`); "formulation", the formulation's own
-  p_train. `time_a` is used by "u_shaped" only."""
+  p_train. `time_a` is used by "u_shaped" only. `loss`: "l2", the squared L2 of the
+  velocity residual (the paper's), or "pseudo_huber", sqrt(‖v_θ − (z − x)‖² + c²) − c,
+  c = 0.00054·√D (Lee, Lin & Fanti 2024, §4.2; `reflow_objectives.reflow_terms`)."""
   if time not in REFLOW_TIMES:
     raise ValueError(f"Unknown objective.time {time!r}; valid: {list(REFLOW_TIMES)}")
   time_a = check_u_shape(time_a)
+  loss = reflow_objectives.check_reflow_loss(loss)
   sample_sigma = None  # "formulation": the objective's default, p_train
   if time == "uniform":
     sample_sigma = UniformTimeSigma(family.formulation)
   elif time == "u_shaped":
     sample_sigma = UShapedTimeSigma(family.formulation, time_a)
   return reflow_objectives.make_reflow_objective(family.formulation, family.train_network,
-                                                 sample_sigma=sample_sigma)
+                                                 sample_sigma=sample_sigma, loss=loss)
 
 
 # objective.loss: a pixel distance (`PIXEL_DISTANCES`), "feature", or "<pixel>+feature"

@@ -355,7 +355,7 @@ def test_reflow_time_options_are_checked_at_the_config_layer():
   config = digits_reflow.make("2rf", runlocal=True, root="/r")
   config.objective.time = "u_shaped"
   family = families.get_family(config, (8, 8, 1), 0)
-  assert family.objective_params == (("time", "u_shaped"),)
+  assert family.objective_params == (("loss", "pseudo_huber"), ("time", "u_shaped"))
   config.objective.time = "logit_normal"
   with pytest.raises(ValueError, match=r"Unknown objective.time 'logit_normal'; valid: "
                      r"\['uniform', 'u_shaped', 'formulation'\]$"):
@@ -366,3 +366,73 @@ def test_reflow_time_options_are_checked_at_the_config_layer():
     with pytest.raises(ValueError, match=r"^objective.time_a must be a finite number > 0, "
                        rf"got {a!r}$"):
       families.get_family(config, (8, 8, 1), 0)
+
+
+def test_reflow_pseudo_huber_is_that_of_the_velocity_residual(x64):
+  """loss="pseudo_huber": sqrt(‖v_θ(x_t, t) − (z − x)‖² + c²) − c per sample, c =
+  0.00054·√D (Lee, Lin & Fanti 2024, §4.2), on the σ's and velocity of the L2 test;
+  the "l2" metric beside it is the L2 loss, and loss="l2" is bit for bit the default."""
+  params = _params(jnp.float64)
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(keys[0], (16, 3), jnp.float64)
+  z = jax.random.normal(keys[1], (16, 3), jnp.float64)
+  batch = {"x": x, "noise": z}
+  sample_sigma = UniformTimeSigma(RF)
+  make = lambda **kw: objectives.make_reflow_objective(RF, _network_fn,
+                                                       sample_sigma=sample_sigma, **kw)
+  default, default_metrics = make()(params, batch, keys[2])
+  l2, l2_metrics = make(loss="l2")(params, batch, keys[2])
+  np.testing.assert_array_equal(l2, default)
+  assert set(default_metrics) == set(l2_metrics) == {"loss"}
+  per_sample, metrics = make(loss="pseudo_huber")(params, batch, keys[2])
+  loss_key, dropout_key = jax.random.split(keys[2])
+  sigma = sample_sigma(jax.random.split(loss_key)[0], (16,))
+  denoiser = objectives.batch_denoiser(RF, _network_fn, params, {}, dropout_key)
+  residual = velocity(denoiser, x + sigma[:, None] * z, sigma) - (z - x)
+  c = 0.00054 * np.sqrt(3)
+  np.testing.assert_allclose(per_sample, np.sqrt(np.sum(residual ** 2, -1) + c ** 2) - c,
+                             rtol=1e-10)
+  assert set(metrics) == {"loss", "l2"}
+  np.testing.assert_allclose(metrics["l2"], jnp.mean(default), rtol=1e-12)
+  np.testing.assert_allclose(metrics["loss"], jnp.mean(per_sample), rtol=1e-15)
+
+
+def test_reflow_pseudo_huber_of_a_known_residual_and_its_l2_limit(x64):
+  """A denoiser off by δ in each of D = 64 pixels has the RF velocity residual
+  (1 + σ)/σ·δ: pseudo-Huber gives exactly sqrt(D·((1 + σ)/σ·δ)² + c²) − c, c = 0.00054·8;
+  the ideal denoiser gives 0; for ‖r‖ ≪ c it is L2·D/(2c) (L2 = mean(r²))."""
+  shape = (4, 8, 8, 1)
+  y = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+  z = jax.random.normal(jax.random.key(1), shape, jnp.float64)
+  sigma = jnp.array([0.25, 1.0, 3.0, 9.0], jnp.float64)
+  sample_sigma = lambda key, batch_shape: sigma
+  c = 0.00054 * 8
+  for delta in (0.0, 0.3, 1e-7):
+    denoiser = lambda xbar, s, delta=delta: y + delta  # D = y + δ at every σ
+    loss, l2 = objectives.reflow_terms(RF, denoiser, y, z, jax.random.key(2), sample_sigma,
+                                       "pseudo_huber")
+    r = (1 + sigma) / sigma * delta
+    np.testing.assert_allclose(l2, r ** 2, rtol=1e-8, atol=1e-300)  # y + δ − y rounds
+    np.testing.assert_allclose(loss, np.sqrt(64 * r ** 2 + c ** 2) - c, rtol=1e-7, atol=1e-300)
+    if delta == 1e-7:  # ‖r‖ ≤ 3e-6 ≪ c: the L2 regime, scaled by D/(2c)
+      np.testing.assert_allclose(loss, l2 * 64 / (2 * c), rtol=1e-6)
+    default = objectives.reflow_denoising_loss(RF, denoiser, y, z, jax.random.key(2),
+                                               sample_sigma)
+    np.testing.assert_array_equal(default, objectives.reflow_terms(
+        RF, denoiser, y, z, jax.random.key(2), sample_sigma)[0])
+    np.testing.assert_allclose(default, r ** 2, rtol=1e-8, atol=1e-300)
+
+
+def test_reflow_loss_is_checked_at_the_config_layer():
+  from configs import digits_reflow
+  from genode import families
+  config = digits_reflow.make("2rf", runlocal=True, root="/r")
+  config.objective.loss = "pseudo_huber"
+  family = families.get_family(config, (8, 8, 1), 0)
+  assert dict(family.objective_params)["loss"] == "pseudo_huber"
+  config.objective.loss = "huber"
+  with pytest.raises(ValueError, match=r"^Unknown objective.loss 'huber'; valid: "
+                     r"\['l2', 'pseudo_huber'\]$"):
+    families.get_family(config, (8, 8, 1), 0)
+  with pytest.raises(ValueError, match=r"^Unknown objective.loss 'l1'; valid: "):
+    objectives.make_reflow_objective(RF, _network_fn, loss="l1")

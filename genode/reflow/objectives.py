@@ -11,7 +11,9 @@ made into a denoiser D(x̄; σ) by `genode.denoiser.precondition` (EDM eq. 7), o
   λ(σ)·mean((D(x + σz; σ) − x)²). With genode's rectified-flow row this is exactly
   ‖v_θ(x_t, t) − (z − x)‖², x_t = (1 − t)·x + t·z (the paper's ‖(X₁ − X₀) − v‖² in
   reversed time). Another formulation works too: the ideal D(x̄; σ) = E[x | x + σz = x̄]
-  depends on the coupling only, so its PF-ODE is the same rectified flow.
+  depends on the coupling only, so its PF-ODE is the same rectified flow. Optionally
+  (`reflow_terms`) a pixel distance of the velocity residual in place of its squared L2:
+  the pseudo-Huber loss of Lee, Lin & Fanti 2024.
 * Distillation (§2.3, "k-step" students): the student's k-step Euler output from the
   stored z on a grid uniform in RF time (`rf_time_sigmas`) against the teacher's x, by a
   pixel distance (`PIXEL_DISTANCES`: L2 averaged over pixels, or the pseudo-Huber
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genode import sampling
-from genode.denoiser import Denoiser, precondition
+from genode.denoiser import Denoiser, per_sample, precondition
 from genode.formulations import Formulation
 from genode.losses import weighted_denoising_error
 from genode.reflow.rf_time import rf_time_sigmas
@@ -64,40 +66,79 @@ def _denoiser_fn(formulation: Formulation, network_fn: NetworkFn | None,
   return lambda params, batch, key: batch_denoiser(formulation, network_fn, params, batch, key)
 
 
-def reflow_denoising_loss(formulation: Formulation, denoiser: Denoiser, y: jax.Array,
-                          noise: jax.Array, key: jax.Array,
-                          sample_sigma: SampleSigma | None = None) -> jax.Array:
-  """Per-sample λ(σ)·mean((D(y + σ·noise; σ) − y)²), (B,), with the paired noise.
+def reflow_terms(formulation: Formulation, denoiser: Denoiser, y: jax.Array,
+                 noise: jax.Array, key: jax.Array, sample_sigma: SampleSigma | None = None,
+                 loss: str = "l2") -> tuple[jax.Array, jax.Array]:
+  """Per-sample (loss, L2) of the reflow objective, each (B,), with the paired noise.
 
   σ ~ `sample_sigma` (default: the formulation's p_train), drawn from the first half of
   `jax.random.split(key)` exactly as `genode.losses.denoising_loss` draws it, so that
-  with noise = normal(split(key)[1]) the two losses are equal.
+  with noise = normal(split(key)[1]) the L2 loss is the denoising loss.
+
+  L2 = λ(σ)·mean((D(y + σ·noise; σ) − y)²) (EDM eq. 8; genode's RF row: the velocity
+  loss mean((v_θ − (z − y))²)). `loss` is a name in `PIXEL_DISTANCES`: "l2" returns L2
+  itself; any other is that distance of the weighted residual r = √λ(σ)·(D − y), for the
+  RF row r = −(v_θ(x_t, t) − (z − y)), the velocity residual. So "pseudo_huber" is
+  sqrt(‖v_θ − (z − y)‖² + c²) − c with c = 0.00054·√D (‖·‖ over all D dimensions of a
+  sample): the pseudo-Huber loss that Lee, Lin & Fanti 2024 ("Improving the Training of
+  Rectified Flows", NeurIPS 2024, §4.2; their code's loss_type="huber") put in place of
+  the squared L2 of Liu et al.'s eq. 1, with Song & Dhariwal 2023's c (§3.3; their code
+  uses c = 0.00054·D and divides the loss by D).
   """
   sigma_key, _ = jax.random.split(key)
   sample_sigma = sample_sigma or formulation.sample_training_sigma
   sigma = sample_sigma(sigma_key, y.shape[:1]).astype(y.dtype)
-  return weighted_denoising_error(formulation, denoiser, y, sigma, noise)
+  if loss == "l2":
+    l2 = weighted_denoising_error(formulation, denoiser, y, sigma, noise)
+    return l2, l2
+  distance = PIXEL_DISTANCES[loss](y.shape[1:])
+  x = y + per_sample(sigma, y) * noise
+  residual = per_sample(jnp.sqrt(formulation.loss_weight(sigma)), y) * (denoiser(x, sigma) - y)
+  return distance(residual, jnp.zeros_like(residual)), _pixel_mean(residual ** 2)
+
+
+def reflow_denoising_loss(formulation: Formulation, denoiser: Denoiser, y: jax.Array,
+                          noise: jax.Array, key: jax.Array,
+                          sample_sigma: SampleSigma | None = None,
+                          loss: str = "l2") -> jax.Array:
+  """The per-sample reflow loss (B,) of `reflow_terms`: by default
+  λ(σ)·mean((D(y + σ·noise; σ) − y)²)."""
+  return reflow_terms(formulation, denoiser, y, noise, key, sample_sigma, loss)[0]
+
+
+def check_reflow_loss(loss: str) -> str:
+  """`loss`; ValueError (one line) unless it is a name in `PIXEL_DISTANCES`."""
+  if loss not in PIXEL_DISTANCES:
+    raise ValueError(f"Unknown objective.loss {loss!r}; valid: {list(PIXEL_DISTANCES)}")
+  return loss
 
 
 def make_reflow_objective(formulation: Formulation, network_fn: NetworkFn | None = None, *,
                           denoiser_fn: DenoiserFn | None = None,
-                          sample_sigma: SampleSigma | None = None) -> Objective:
-  """The k-RF objective on couplings: `reflow_denoising_loss` with batch["noise"].
+                          sample_sigma: SampleSigma | None = None,
+                          loss: str = "l2") -> Objective:
+  """The k-RF objective on couplings: `reflow_terms` with batch["noise"].
 
   sample_sigma: the training σ; `UniformTimeSigma(RectifiedFlow())` is the paper's
   t ~ U[ε, 1] (reversed); default the formulation's own p_train.
+  loss: "l2" (Liu et al.'s squared L2, the default) or another name in `PIXEL_DISTANCES`
+  ("pseudo_huber": Lee, Lin & Fanti 2024), of the weighted residual (`reflow_terms`).
   key → (loss key, dropout key) by `jax.random.split`.
-  Metrics: loss (the batch mean).
+  Metrics: loss (the batch mean); l2 (the batch mean of L2) when loss is not "l2".
   """
+  check_reflow_loss(loss)
   make_denoiser = _denoiser_fn(formulation, network_fn, denoiser_fn)
 
   def objective(params, batch, key):
     _coupling(batch, "reflow")
     loss_key, dropout_key = jax.random.split(key)
     denoiser = make_denoiser(params, batch, dropout_key)
-    per_sample = reflow_denoising_loss(formulation, denoiser, batch["x"], batch["noise"],
-                                       loss_key, sample_sigma)
-    return per_sample, {"loss": jnp.mean(per_sample)}
+    per_sample_loss, l2 = reflow_terms(formulation, denoiser, batch["x"], batch["noise"],
+                                       loss_key, sample_sigma, loss)
+    metrics = {"loss": jnp.mean(per_sample_loss)}
+    if loss != "l2":
+      metrics["l2"] = jnp.mean(l2)
+    return per_sample_loss, metrics
 
   return objective
 
