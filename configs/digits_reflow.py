@@ -48,29 +48,25 @@ reflow stages keep Liu et al.'s squared L2); every couplings set is
 16k pairs; distillation: 2000 steps of one-step L2. The teacher's quality to compare with
 is its Heun 18-step (35 NFE) FD.
 
-Why a U-shaped, 12000-step 2-RF on 16k pairs (WORKSPACE §12; 5 × 297 samples of
-`--eval.repeats=5`, every model on the same noise, pooled feature FD, paired Δ per set
-± SE; the 1-RF teacher's Heun 35 is 2.975): one Euler step uses the velocity at the noise
-end only, which U[ε, 1] rarely trains. The U-shaped 2-RF's one step is 4.19 (uniform,
-same length: 4.73, Δ −0.56 ± 0.15, 5/5 sets; the former default, uniform 6000 steps on
-64k pairs: 5.17), its Heun 35 2.95 ties the teacher's; the distilled 2-RF's one step is
-3.72 (1.25×; from the uniform 12000-step 2-RF 3.92, Δ −0.33 ± 0.10, 5/5; the former
-default 4.02) against the distilled 1-RF's 4.13 (on these 16k pairs; Δ −0.44 ± 0.06, 5/5)
-and 4.54 (on 64k pairs; Δ −0.64 ± 0.21, 5/5). Four times the pairs changes neither the
-2-RF nor its student measurably, so the 48k more pairs of the former default paid for
-the 6000 more 2-RF steps. Not the default, measured in §12: the pseudo-Huber distance for
-distillation (it helps the distilled 1-RF more, erasing the win), a > 4, longer
-distillation (flat after ≈ 4000 steps). Cost, measured end to end on the idle 2-core
-machine: 781 s wall (13.0 minutes), 1180 CPU s, 55 % of it the 2-RF.
-Why the pseudo-Huber loss for the 2-RF (rfhuber's notes; the same protocol): L2 regresses
-to the mean where the coupling is uncertain, which FD punishes; sqrt(‖r‖² + c²) − c weighs
-each sample's velocity residual by its norm (L1-like at these residuals). 12000 steps: one
-step 3.97 against L2's 4.18 (Δ −0.22 ± 0.17, 3/5 sets; at 6000 steps −0.16 ± 0.11, 4/5, and
-−0.11 ± 0.07, 4/5, without gradient clipping, so the gain is the loss, not the clipping every
-pseudo-Huber step gets at grad_clip_norm = 1), Heun 35 2.85 against 2.94 (−0.17 ± 0.08, 5/5);
-the distilled 2-RF (L2, unchanged) 3.51 against 3.72 (1.18×; Δ −0.28 ± 0.12, 4/5; with
-the distill_pseudo_huber stage 3.35, 1.125×). Same cost per step. Workdirs of the L2 2-RF
-(before this default) are not resumed by it (another config).
+Why a U-shaped, pseudo-Huber, 12000-step 2-RF on 16k pairs (WORKSPACE §12; 5 × 297
+samples of `--eval.repeats=5`, every model on the same noise, pooled feature FD, paired Δ
+per set ± SE; the 1-RF teacher's Heun 35 is 2.97): one Euler step uses the velocity at the
+noise end only, which U[ε, 1] rarely trains; the U-shaped time gives 4.19 against the
+uniform time's 4.73 (L2, Δ −0.56 ± 0.15, 5/5 sets). L2 regresses to the mean where the
+coupling is uncertain, which FD punishes; the pseudo-Huber loss of the velocity residual,
+sqrt(‖r‖² + c²) − c ≈ ‖r‖ at these residuals, gives 3.97 against L2's 4.18 (Δ −0.22 ± 0.17,
+3/5; at 6000 steps −0.16 ± 0.11, 4/5, and without gradient clipping −0.11 ± 0.07, 4/5, so
+the gain is the loss, not the clipping every pseudo-Huber step gets), Heun 35 2.85 against
+2.94 (5/5). Its distilled student: 3.51 (1.18×; from the L2 2-RF 3.72, Δ −0.28 ± 0.12, 4/5)
+against the distilled 1-RF's 4.13 on the same 16k pairs of the 1-RF (measured last
+stop; the former student's margin was −0.44 ± 0.06, 5/5). Four times the pairs changed
+neither the (uniform) 2-RF nor its student measurably. Not the default,
+measured in §12: the pseudo-Huber distance for distillation (3.35 from this 2-RF, but it
+helped the distilled 1-RF more), a > 4, longer distillation (flat after ≈ 4000 steps), a
+cosine lr decay, other batch sizes and learning rates. Cost, measured end to end on the
+idle 2-core machine with the L2 2-RF (the same stages and steps; the pseudo-Huber loss adds a
+per-sample norm to a U-Net step): 781 s wall (13.0 minutes), 1180 CPU s, 55 % of it the 2-RF.
+L2 2-RF workdirs from before this default are not resumed by it (another config).
 The couplings of a k-RF teacher (pairs_2rf, …) draw fresh noise by default (seed 1, 2, …:
 `genode.reflow.couple.fresh_seed`), not the z the teacher was trained on.
 """
