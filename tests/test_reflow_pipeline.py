@@ -16,7 +16,7 @@ from genode import workdir as workdir_lib
 from genode.evaluation import evaluate
 from genode.evaluation import reflow as reflow_eval
 from genode.experiment import Experiment
-from genode.reflow import ideal, objectives, store
+from genode.reflow import couple, ideal, objectives, store
 from genode.reflow.dataset import Couplings
 from tests.test_launch import assert_one_line_error, launch
 
@@ -140,7 +140,6 @@ def test_two_rf_and_distill_train_from_couplings_with_init_from(root, tmp_path):
 def test_couplings_of_a_k_rf_draw_fresh_noise_by_default(root, tmp_path):
   # pairs_1rf (seed 0) are the 2-RF's training pairs; its couplings with the same z would
   # be its fit of those pairs again, not its map
-  from genode.reflow import couple  # pylint: disable=g-import-not-at-top
   config = _student(root, "2rf", num_steps=1)
   loop.train(config, str(tmp_path / "2rf"))
   args = dict(num_pairs=8, batch_size=8, shard_size=8, solver="heun", steps=2)
@@ -245,9 +244,7 @@ def test_feature_distillation_trains_with_the_network_as_a_frozen_input(tmp_path
   config = digits_reflow.make("1rf", runlocal=True, root=root)
   config.train.update(num_steps=2, sample_every=0)
   loop.train(config, f"{root}/1rf")
-  status, stderr = launch("reflow", "couple", "--num_pairs=16", "--solver=heun", "--steps=2",
-                          f"--teacher={root}/1rf", f"--out={root}/pairs_2rf")
-  assert status == 0, stderr[-3000:]
+  couple.couple_workdir(f"{root}/1rf", f"{root}/pairs_2rf", 16, solver="heun", steps=2)
   config = digits_reflow.make("distill_feature", runlocal=True, root=root)
   config.data.teacher_workdir = config.init_from.workdir = f"{root}/1rf"
   config.train.update(num_steps=2, sample_every=0, batch_size=8)
