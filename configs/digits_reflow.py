@@ -58,8 +58,8 @@ sqrt(‖r‖² + c²) − c ≈ ‖r‖ at these residuals, gives 3.97 against L
 3/5; at 6000 steps −0.16 ± 0.11, 4/5, and without gradient clipping −0.11 ± 0.07, 4/5, so
 the gain is the loss, not the clipping every pseudo-Huber step gets), Heun 35 2.85 against
 2.94 (5/5). Its distilled student: 3.51 (1.18×; from the L2 2-RF 3.72, Δ −0.28 ± 0.12, 4/5)
-against the distilled 1-RF's 4.13 on the same 16k pairs of the 1-RF (measured last
-stop; the former student's margin was −0.44 ± 0.06, 5/5). Four times the pairs changed
+against the distilled 1-RF's 4.13 on the same 16k pairs of the 1-RF (§12; the L2
+2-RF's student beat it by −0.44 ± 0.06, 5/5). Four times the pairs changed
 neither the (uniform) 2-RF nor its student measurably. Not the default,
 measured in §12: the pseudo-Huber distance for distillation (3.35 from this 2-RF, but it
 helped the distilled 1-RF more), a > 4, longer distillation (flat after ≈ 4000 steps), a
