@@ -4,11 +4,14 @@ a float64 fixture."""
 
 import os
 
-# 8 virtual CPU devices for the data-parallel tests; backend optimization level 0 halves
-# XLA's CPU compile time, which dominates this suite (numbers stay within test tolerances).
+# 8 virtual CPU devices for the data-parallel tests. XLA's CPU compile time dominates this
+# suite (two thirds of the config and notebook tests): backend optimization level 0 halves
+# it, and the classic (non-MLIR) fusion emitters halve it again; numbers stay within the
+# tests' tolerances (WORKSPACE.md §9). Subprocesses the tests spawn inherit the flags.
 os.environ.setdefault(
     "XLA_FLAGS",
-    "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+    "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+    "--xla_cpu_use_fusion_emitters=false")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

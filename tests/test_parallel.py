@@ -44,12 +44,16 @@ def runs():
 @pytest.mark.parametrize("name", ["shard_map_check_vma", "pmap", "single"])
 def test_modes_agree_with_shard_map(runs, name):
   run, reference = runs[name], runs["shard_map"]
-  for name in ("loss", "grad_norm", "learning_rate", "ema_decay"):
-    np.testing.assert_allclose(run.metrics[name], reference.metrics[name], rtol=1e-6,
-                               err_msg=name)
+  for metric in ("loss", "grad_norm", "learning_rate", "ema_decay"):
+    np.testing.assert_allclose(run.metrics[metric], reference.metrics[metric], rtol=1e-6,
+                               err_msg=metric)
   _assert_close(run.first_gradient, reference.first_gradient)
-  _assert_close(run.state.params, reference.state.params)
-  _assert_close(run.state.ema_params, reference.state.ema_params)
+  # One device sums the 8 shards' gradients in another order than the all-reduce; after
+  # three Adam steps (m/√v divides out the gradient's scale) that float32 rounding reaches
+  # ~1e-6 of the largest parameter under XLA's classic CPU emitters (tests/conftest.py).
+  rtol = 3e-6 if name == "single" else 1e-6
+  _assert_close(run.state.params, reference.state.params, rtol)
+  _assert_close(run.state.ema_params, reference.state.ema_params, rtol)
   assert int(run.state.step) == 3
 
 
