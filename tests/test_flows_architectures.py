@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genode.flows import FLOWS, flow_log_prob_of_levels, get_flow
+from genode.flows import FLOWS, flow_log_prob_of_levels, get_flow, get_prior
 from genode.bits import bits_per_dim, dequantize
+from tests.test_flows_layers import jitted
 
 IMAGE = (4, 4, 1)
 
@@ -52,20 +53,23 @@ def make_flow_and_params(case, dtype, key=jax.random.key(0), noise=0.2):
 @pytest.mark.parametrize("case", sorted(ARCHITECTURES))
 def test_flow_inverse_and_log_det_float64(x64, case):
   flow, params, x = make_flow_and_params(case, jnp.float64)
-  z, log_det = flow.apply(params, x, method="forward")
+  forward, inverse = jitted(flow, "forward"), jitted(flow, "inverse")
+  z, log_det = forward(params, x)
   assert z.shape == (3, math.prod(x.shape[1:])) and log_det.shape == (3,)
-  np.testing.assert_allclose(flow.apply(params, z, method="inverse"), x, atol=1e-9, rtol=0)
-  inverse_log_det = flow.apply(params, z, inverse=True)[1]
+  np.testing.assert_allclose(inverse(params, z), x, atol=1e-9, rtol=0)
+  inverse_log_det = jitted(flow, None, inverse=True)(params, z)[1]
   np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-9, rtol=0)
 
   def forward_one(sample):
     return flow.apply(params, sample.reshape((1,) + x.shape[1:]), method="forward")[0][0]
 
-  expected = jax.vmap(lambda s: jnp.linalg.slogdet(jax.jacfwd(forward_one)(s.reshape(-1)))[1])(
-      x.reshape(3, -1))
+  expected = jax.jit(jax.vmap(
+      lambda s: jnp.linalg.slogdet(jax.jacfwd(forward_one)(s.reshape(-1)))[1]))(
+          x.reshape(3, -1))
   np.testing.assert_allclose(log_det, expected, atol=1e-8, rtol=1e-9)
-  prior_logp = flow.apply(params, x, method="log_prob") - log_det
-  np.testing.assert_allclose(prior_logp, flow.apply(params, x, method="log_prob") - log_det)
+  # log p(x) = log p_Z(z) + log|det ∂z/∂x| (the change of variables).
+  np.testing.assert_allclose(jitted(flow, "log_prob")(params, x),
+                             get_prior(flow.prior).log_prob(z) + log_det, rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", sorted(ARCHITECTURES))
@@ -73,15 +77,17 @@ def test_flow_inverse_float32_and_sample(case):
   # Smaller perturbations than in float64: a random spline can be nearly flat (slope
   # ~1e-3), where the float32 inverse is ill-conditioned rather than wrong.
   flow, params, x = make_flow_and_params(case, jnp.float32, noise=0.05)
-  z, _ = flow.apply(params, x, method="forward")
-  np.testing.assert_allclose(flow.apply(params, z, method="inverse"), x, atol=1e-5)
-  samples = flow.apply(params, jax.random.key(5), 4, 0.7, method="sample")
+  inverse = jitted(flow, "inverse")
+  z, _ = jitted(flow, "forward")(params, x)
+  np.testing.assert_allclose(inverse(params, z), x, atol=1e-5)
+  samples = jax.jit(lambda p, key: flow.apply(p, key, 4, 0.7, method="sample"))(
+      params, jax.random.key(5))
   assert samples.shape == (4,) + x.shape[1:] and samples.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(samples)))
   # Temperature 0 is the image of z = 0.
-  at_zero = flow.apply(params, jax.random.key(5), 2, 0.0, method="sample")
-  np.testing.assert_allclose(at_zero, flow.apply(params, jnp.zeros((2, z.shape[1])),
-                                                 method="inverse"), atol=1e-6)
+  at_zero = jax.jit(lambda p, key: flow.apply(p, key, 2, 0.0, method="sample"))(
+      params, jax.random.key(5))
+  np.testing.assert_allclose(at_zero, inverse(params, jnp.zeros((2, z.shape[1]))), atol=1e-6)
 
 
 @pytest.mark.parametrize("case,half_width", [("realnvp_vector", 12.0), ("glow_vector", 12.0),
