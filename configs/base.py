@@ -147,9 +147,11 @@ def digits_config(formulation: str, arg: str | None = None) -> ml_collections.Co
                    attention_resolutions=())
 
 
-# The model of a U-Net image experiment's `runlocal` (the data path still applies).
-IMAGE_RUNLOCAL_MODEL = dict(base_channels=8, num_res_blocks=1, attention_resolutions=(),
-                            dropout=0.0)
+# The model of a U-Net image experiment's `runlocal` (the data path still applies): two
+# levels, as the digits U-Net (compile time grows with the depth; the full architecture's
+# shapes are checked without running it, by `Experiment.from_config`'s eval_shape).
+IMAGE_RUNLOCAL_MODEL = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                            attention_resolutions=(), dropout=0.0)
 
 
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
