@@ -4,8 +4,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -23,8 +21,7 @@ from genode.experiment import Experiment
 from genode.flows.architectures import Flow
 from genode.flows.family import NormalizingFlow
 from genode.train.checkpoint import Checkpointer
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from tests.test_launch import launch
 
 
 def toy_flow(num_steps=4, **train):
@@ -62,14 +59,12 @@ def test_multiscale_shape_error_at_the_config_layer():
 
 @pytest.mark.slow
 def test_bad_shape_is_one_line_from_the_launcher(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "launch.train", "--config=configs/digits_glow.py:runlocal",
-       f"--workdir={tmp_path / 'w'}", "--config.flow.num_levels=4"],
-      capture_output=True, text=True, cwd=ROOT, timeout=600)
-  assert result.returncode == 1
-  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  status, stderr = launch("train", "--config=configs/digits_glow.py:runlocal",
+                          f"--workdir={tmp_path / 'w'}", "--config.flow.num_levels=4")
+  assert status == 1
+  lines = [l for l in stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "Glow: cannot squeeze an input of shape (1, 8, 8, 1)" in lines[0]
-  assert "Traceback" not in result.stderr
+  assert "Traceback" not in stderr
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 

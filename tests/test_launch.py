@@ -1,5 +1,10 @@
-"""The launchers, run as a user runs them: each user error is one line, no traceback."""
+"""The launchers, run as a user runs them: each user error is one line, no traceback.
 
+Each launch is its own process, forked from `tests/launcher_server.py` once that has done
+the imports (the fifty launches of the suite would otherwise spend ~4 CPU s each on them).
+"""
+
+import atexit
 import json
 import os
 import subprocess
@@ -15,13 +20,45 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 TOY = "configs/toy2d_edm.py:runlocal"
 
 
+SERVER = os.path.join(os.path.dirname(__file__), "launcher_server.py")
+# Read when a Python process imports jax (or starts), not when a launcher runs: a launch
+# whose environment changes one of them cannot come from the server's preloaded process.
+_IMPORT_TIME = ("JAX_", "EQX_", "PYTHON", "OPENBLAS", "OMP_", "MKL_")
+_server = None
+
+
+def _import_time_env(env):
+  return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME)}
+
+
+def _launcher_server(env):
+  """This test process's `tests/launcher_server.py`, started on first use."""
+  global _server  # pylint: disable=global-statement
+  if _server is not None and (_server.poll() is not None or _server.env != _import_time_env(env)):
+    _server.kill()
+    _server = None
+  if _server is None:
+    _server = subprocess.Popen([sys.executable, SERVER], cwd=ROOT, env=env, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    _server.env = _import_time_env(env)
+    assert json.loads(_server.stdout.readline()) == {"ready": True}
+    atexit.register(_server.kill)
+  return _server
+
+
 def launch(name, *args, timeout=300):
-  """Runs `python -m launch.<name> args`; returns (exit status, stderr)."""
+  """Runs `python -m launch.<name> args` (forked from `tests/launcher_server.py`, which has
+  done the imports); returns (exit status, stderr)."""
   env = dict(os.environ, PYTHONPATH=ROOT)
   env.pop("GENODE_TRACEBACK", None)
-  result = subprocess.run([sys.executable, "-m", f"launch.{name}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-  return result.returncode, result.stderr
+  server = _launcher_server(env)
+  server.stdin.write(json.dumps(dict(name=name, args=list(args), env=env, cwd=ROOT,
+                                     timeout=timeout)) + "\n")
+  server.stdin.flush()
+  reply = json.loads(server.stdout.readline())
+  if "error" in reply:
+    raise RuntimeError(f"launch.{name}: {reply['error']}")
+  return reply["status"], reply["stderr"]
 
 
 def assert_one_line_error(status, stderr, pattern):

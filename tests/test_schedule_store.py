@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +11,7 @@ from genode import loop
 from genode import schedule_fit
 from genode import schedule_store
 from genode import workdir as workdir_lib
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from tests.test_launch import launch
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +94,14 @@ def test_refusals_change_nothing(trained):
 @pytest.mark.slow
 def test_launchers_one_line_errors(trained):
   workdir, record = trained
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop("GENODE_TRACEBACK", None)
-
-  def launch(name, *args):
-    return subprocess.run([sys.executable, "-m", f"launch.{name}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
   before = _files(workdir)
-  result = launch("sample", f"--workdir={workdir}", "--solver=euler", "--steps=3",
-                  "--grid=optimized")
-  assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert "error: No optimized grid for solver 'euler' with steps=3" in result.stderr
-  result = launch("optimize_schedule", f"--workdir={workdir}", "--solver=lms", "--steps=3")
-  assert result.returncode == 1 and "error: Cannot optimize a grid for solver 'lms'" in (
-      result.stderr)
+  status, stderr = launch("sample", f"--workdir={workdir}", "--solver=euler", "--steps=3",
+                          "--grid=optimized")
+  assert status == 1 and "Traceback" not in stderr
+  assert "error: No optimized grid for solver 'euler' with steps=3" in stderr
+  status, stderr = launch("optimize_schedule", f"--workdir={workdir}", "--solver=lms",
+                          "--steps=3")
+  assert status == 1 and "error: Cannot optimize a grid for solver 'lms'" in stderr
   assert _files(workdir) == before
 
 
