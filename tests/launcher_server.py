@@ -1,7 +1,7 @@
 """`python -m launch.<name> args` without paying for the imports each time.
 
 A launcher's start is mostly imports (jax, flax, optax, orbax, diffrax, genode: about 4 of
-the 5 CPU s a one-line user error takes), and the tests launch about fifty of them. This
+the 5 CPU s a one-line user error takes), and the tests launch dozens of them. This
 server imports those libraries once, without starting JAX's backend, and then forks one
 child per launch. The child is a fresh launcher process in every way the launchers can
 see: its own argv, environment, working directory, flags (the launcher module itself is

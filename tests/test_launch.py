@@ -1,7 +1,7 @@
 """The launchers, run as a user runs them: each user error is one line, no traceback.
 
 Each launch is its own process, forked from `tests/launcher_server.py` once that has done
-the imports (the fifty launches of the suite would otherwise spend ~4 CPU s each on them).
+the imports (each launch would otherwise spend ~4 CPU s on them).
 """
 
 import atexit
